@@ -1,0 +1,213 @@
+"""Command line: `bench run | list | env` (also `python -m bench ...`).
+
+    bench list                                   the tasks, their models and targets
+    bench run --tasks mnist_cnn --backends torch one matrix; rows in results/<run-id>/
+    bench run --suite quick                      a preset matrix (see SUITES)
+    bench env                                    versions, CPU and GPUs, as JSON
+
+Comma-separated lists expand to their product. Bad input exits with code 2 and one line that
+names the valid choices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends import BACKENDS
+from bench.config import DATA_KINDS, DEVICES, MODES, PRECISIONS, RunConfig, UsageError, check_choice
+from bench.metrics import nvml_devices
+from bench.results import environment, markdown_table
+from bench.runner import new_run_id, run_matrix
+from bench.tasks import TASKS
+
+
+@dataclass(frozen=True)
+class Suite:
+    description: str
+    tasks: tuple[str, ...]
+    settings: dict = field(default_factory=dict)  # RunConfig fields the suite fixes
+
+
+SUITES: dict[str, Suite] = {
+    "full": Suite("every task at its full size, real data", tuple(TASKS)),
+    "quick": Suite(
+        "a few minutes on 2 CPU cores: MNIST and SST-2, 1 epoch on a 12,800-sample subset",
+        ("mnist_cnn", "sst2_lstm"),
+        {"epochs": 1, "train_limit": 12800},
+    ),
+    "smoke": Suite(
+        "seconds: every task on 256 synthetic samples, 1 epoch (checks that everything runs)",
+        tuple(TASKS),
+        {"epochs": 1, "train_limit": 256, "test_limit": 256, "data": "synthetic"},
+    ),
+}
+
+
+def split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def positive_ints(axis: str, text: str | None) -> list[int | None]:
+    values = split_list(text)
+    try:
+        return [int(v) for v in values] or [None]
+    except ValueError:
+        raise UsageError(
+            f"{axis} must be a comma-separated list of integers, got {text!r}"
+        ) from None
+
+
+def expand_matrix(args: argparse.Namespace) -> list[RunConfig]:
+    suite = SUITES[check_choice("suite", args.suite, list(SUITES))]
+    tasks = split_list(args.tasks) or list(suite.tasks)
+    backends = split_list(args.backends) or list(BACKENDS)
+    for axis, values, valid in (
+        ("task", tasks, list(TASKS)),
+        ("backend", backends, list(BACKENDS)),
+        ("device", [args.device], DEVICES),
+        ("precision", split_list(args.precision), PRECISIONS),
+        ("mode", split_list(args.mode), MODES),
+        ("data kind", [args.data] if args.data else [], DATA_KINDS),
+    ):
+        for value in values:
+            check_choice(axis, value, valid)
+    settings = dict(suite.settings)
+    overrides = {
+        "epochs": args.epochs,
+        "train_limit": args.train_limit,
+        "test_limit": args.test_limit,
+        "data": args.data,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    configs = []
+    axes = itertools.product(
+        tasks,
+        backends,
+        split_list(args.precision),
+        split_list(args.mode),
+        positive_ints("batch size", args.batch_size),
+        [s for s in positive_ints("seed", args.seeds) if s is not None] or [0],
+    )
+    for task, backend, precision, mode, batch_size, seed in axes:
+        config = RunConfig(
+            task=task,
+            backend=backend,
+            device=args.device,
+            precision=precision,
+            mode=mode,
+            batch_size=batch_size,
+            seed=seed,
+            data_dir=args.data_dir,
+            window_steps=args.window_steps,
+            warmup_windows=args.warmup_windows,
+            threads=args.threads,
+            timeout_s=args.timeout,
+            **settings,
+        )
+        if config not in configs:
+            configs.append(config)
+    return configs
+
+
+def check_device(device: str) -> None:
+    """A cuda matrix on a machine without an NVIDIA GPU is an error, never a silent cpu run."""
+    if device == "cuda" and not nvml_devices():
+        raise UsageError(
+            "device cuda was requested but NVML finds no NVIDIA GPU on this machine "
+            "(no driver, or no device visible); use DEVICE=cpu"
+        )
+
+
+def command_run(args: argparse.Namespace) -> int:
+    configs = expand_matrix(args)
+    check_device(args.device)
+    run_dir = Path(args.out) / (args.run_id or new_run_id())
+    if (run_dir / "results.csv").exists():
+        raise UsageError(f"{run_dir} already holds results; choose another --run-id")
+    print(f"{len(configs)} runs -> {run_dir}", file=sys.stderr)
+    try:
+        rows = run_matrix(configs, run_dir, [Path(sys.argv[0]).name, *sys.argv[1:]])
+    except KeyboardInterrupt:
+        print(f"partial results kept in {run_dir}", file=sys.stderr)
+        return 130
+    print()
+    print(markdown_table(rows))
+    print(f"results: {run_dir / 'results.csv'}")
+    failed = [r for r in rows if r["status"] not in ("ok", "skipped")]
+    summary = {"run_dir": str(run_dir), "runs": len(rows), "failed": len(failed)}
+    print(json.dumps(summary))
+    return 1 if failed else 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    print(
+        f"{'task':<20} {'dataset':<14} {'params':>10} {'batch':>5} {'epochs':>6} {'target':>6}  model"
+    )
+    for task in TASKS.values():
+        target = f"{task.target_accuracy:.2f}" if task.target_accuracy else "-"
+        print(
+            f"{task.name:<20} {task.dataset:<14} {task.param_count:>10,} {task.batch_size:>5} "
+            f"{task.epochs:>6} {target:>6}  {task.description}"
+        )
+    print("\nbackends:", ", ".join(BACKENDS))
+    print("suites:  ", "; ".join(f"{name}: {suite.description}" for name, suite in SUITES.items()))
+    return 0
+
+
+def command_env(args: argparse.Namespace) -> int:
+    print(json.dumps(environment(sys.argv), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a matrix of benchmark runs")
+    run.add_argument("--suite", default="full", help=f"preset matrix: {', '.join(SUITES)}")
+    run.add_argument("--tasks", help="comma-separated task names (default: the suite's)")
+    run.add_argument("--backends", help="comma-separated backends (default: all)")
+    run.add_argument("--device", default="cpu", help="cpu or cuda")
+    run.add_argument("--precision", default="fp32", help="comma list of fp32, tf32, bf16")
+    run.add_argument(
+        "--mode", default="default", help="comma list of default, eager, compiled, fused"
+    )
+    run.add_argument("--data", default=None, help="real (default) or synthetic")
+    run.add_argument("--data-dir", default=None, help="dataset folder (default: $BENCH_DATA_DIR)")
+    run.add_argument("--epochs", type=int, default=None, help="override the tasks' epochs")
+    run.add_argument("--batch-size", default=None, help="comma list; default: the task's")
+    run.add_argument("--seeds", default="0", help="comma list of seeds")
+    run.add_argument("--train-limit", type=int, default=None, help="use the first N train samples")
+    run.add_argument("--test-limit", type=int, default=None, help="use the first N test samples")
+    run.add_argument("--window-steps", type=int, default=25, help="steps per timed window")
+    run.add_argument("--warmup-windows", type=int, default=2, help="windows excluded as warm-up")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
+    run.add_argument("--out", default="results", help="parent folder of the run directory")
+    run.add_argument("--run-id", default=None, help="run directory name (default: a timestamp)")
+    run.set_defaults(handler=command_run)
+    commands.add_parser("list", help="list tasks, backends and suites").set_defaults(
+        handler=command_list
+    )
+    commands.add_parser("env", help="print the environment as JSON").set_defaults(
+        handler=command_env
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

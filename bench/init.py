@@ -1,0 +1,74 @@
+"""Framework-neutral initial weights, made in numpy from the IR and the run's seed.
+
+Every backend loads these (converting from the canonical layout of bench/layers.py once, at
+load), so all frameworks start from bit-identical float32 weights. The schemes are Keras'
+defaults, written out here so no framework's initializer is involved:
+  Conv2D / Dense kernels: Glorot uniform; biases: zeros;
+  Embedding: uniform(-0.05, 0.05);
+  LSTM: kernel Glorot uniform, recurrent kernel orthogonal, bias zeros with the forget gate at 1.
+Each layer draws from its own generator seeded with (seed, layer index), so adding a layer
+never changes the weights of the layers before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.layers import LSTM, Conv2D, Dense, Embedding, Layer, Shape, layer_name, trace_shapes
+
+Weights = dict[str, np.ndarray]
+
+
+def glorot_uniform(rng: np.random.Generator, shape: Shape, fan_in: int, fan_out: int) -> np.ndarray:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+def orthogonal(rng: np.random.Generator, rows: int, columns: int) -> np.ndarray:
+    """A (rows, columns) matrix with orthonormal rows or columns, as Keras' Orthogonal makes it."""
+    tall = rng.standard_normal((max(rows, columns), min(rows, columns)))
+    q, r = np.linalg.qr(tall)
+    q *= np.sign(np.diag(r))
+    return (q if rows >= columns else q.T).astype(np.float32)
+
+
+def layer_weights(rng: np.random.Generator, layer: Layer, input_shape: Shape) -> Weights:
+    shapes = layer.param_shapes(input_shape)
+    if isinstance(layer, Conv2D):
+        kh, kw, channels, filters = shapes["kernel"]
+        kernel = glorot_uniform(rng, shapes["kernel"], kh * kw * channels, kh * kw * filters)
+        return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
+    if isinstance(layer, Dense):
+        fan_in, fan_out = shapes["kernel"]
+        kernel = glorot_uniform(rng, shapes["kernel"], fan_in, fan_out)
+        return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
+    if isinstance(layer, Embedding):
+        table = rng.uniform(-0.05, 0.05, size=shapes["embeddings"]).astype(np.float32)
+        return {"embeddings": table}
+    if isinstance(layer, LSTM):
+        features, gates = shapes["kernel"]
+        bias = np.zeros(gates, np.float32)
+        bias[layer.units : 2 * layer.units] = 1.0  # forget gate (order i, f, g, o)
+        return {
+            "kernel": glorot_uniform(rng, shapes["kernel"], features, gates),
+            "recurrent_kernel": orthogonal(rng, layer.units, gates),
+            "bias": bias,
+        }
+    assert not shapes, f"no initializer for {type(layer).__name__}"
+    return {}
+
+
+def initial_weights(layers: tuple[Layer, ...], input_shape: Shape, seed: int) -> Weights:
+    """`<layer name>/<param>` -> float32 array in the canonical layout, in layer order."""
+    weights: Weights = {}
+    for index, (layer, (in_shape, _)) in enumerate(zip(layers, trace_shapes(layers, input_shape))):
+        rng = np.random.default_rng([seed, index])
+        for param, value in layer_weights(rng, layer, in_shape).items():
+            weights[f"{layer_name(index, layer)}/{param}"] = value
+    return weights
+
+
+def epoch_permutation(seed: int, epoch: int, num_samples: int) -> np.ndarray:
+    """The order in which every backend visits the training set in `epoch` (0-based)."""
+    rng = np.random.default_rng([seed, 1_000_003, epoch])
+    return rng.permutation(num_samples).astype(np.int32)

@@ -1,0 +1,165 @@
+"""The small model IR that task specs are written in.
+
+Each layer is a frozen dataclass that knows, from its input shape (per sample, no batch axis):
+its output shape, the shapes of its parameters in the canonical layout, and its forward FLOPs.
+Backends build each layer once in their framework; `bench/init.py` makes the weights in numpy.
+
+Canonical layout (DESIGN.md, fairness invariant 2):
+  activations NHWC; Conv2D kernel HWIO (kh, kw, in, out); Dense kernel (in, out);
+  LSTM kernel (in, 4*units) and recurrent_kernel (units, 4*units), gates in the order i, f, g, o,
+  one bias (4*units,); Embedding table (vocab, dim); Flatten flattens H, W, C in that order.
+
+FLOPs count a multiply-add as 2 and ignore activations, pooling and the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    filters: int
+    kernel_size: int = 3
+    padding: str = "valid"  # "valid" only: every backend then agrees on the output size
+    activation: str | None = "relu"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        height, width, _ = input_shape
+        if self.padding != "valid":
+            raise ValueError(f"Conv2D padding {self.padding!r} is not supported; use 'valid'")
+        return (height - self.kernel_size + 1, width - self.kernel_size + 1, self.filters)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        channels = input_shape[-1]
+        size = self.kernel_size
+        return {"kernel": (size, size, channels, self.filters), "bias": (self.filters,)}
+
+    def flops(self, input_shape: Shape) -> int:
+        out_h, out_w, out_c = self.output_shape(input_shape)
+        return 2 * out_h * out_w * out_c * self.kernel_size**2 * input_shape[-1]
+
+
+@dataclass(frozen=True)
+class MaxPool2D:
+    pool_size: int = 2  # stride equals pool size; a partial window at the edge is dropped
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        height, width, channels = input_shape
+        return (height // self.pool_size, width // self.pool_size, channels)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Flatten:
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (math.prod(input_shape),)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class Dense:
+    units: int
+    activation: str | None = None  # None (logits) or "relu"
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (*input_shape[:-1], self.units)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"kernel": (input_shape[-1], self.units), "bias": (self.units,)}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 2 * math.prod(input_shape) * self.units
+
+
+@dataclass(frozen=True)
+class Embedding:
+    vocab_size: int
+    dim: int
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (*input_shape, self.dim)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"embeddings": (self.vocab_size, self.dim)}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0  # a gather
+
+
+@dataclass(frozen=True)
+class LSTM:
+    """Single-layer LSTM over (seq_len, features); outputs the last hidden state.
+
+    Gates i, f, g, o; tanh cell and output activations, sigmoid gates; state starts at zero.
+    """
+
+    units: int
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (self.units,)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        features = input_shape[-1]
+        return {
+            "kernel": (features, 4 * self.units),
+            "recurrent_kernel": (self.units, 4 * self.units),
+            "bias": (4 * self.units,),
+        }
+
+    def flops(self, input_shape: Shape) -> int:
+        seq_len, features = input_shape
+        return 2 * seq_len * (features + self.units) * 4 * self.units
+
+
+Layer = Conv2D | MaxPool2D | Flatten | Dense | Embedding | LSTM
+
+
+def layer_name(index: int, layer: Layer) -> str:
+    """The canonical name of a layer in a weight dict: `<index>_<type>`, e.g. `0_conv2d`."""
+    return f"{index}_{type(layer).__name__.lower()}"
+
+
+def trace_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> list[tuple[Shape, Shape]]:
+    """(input shape, output shape) of every layer, per sample."""
+    shapes = []
+    shape = tuple(input_shape)
+    for layer in layers:
+        out = layer.output_shape(shape)
+        if min(out) <= 0:
+            raise ValueError(f"{layer} maps input {shape} to an empty output {out}")
+        shapes.append((shape, out))
+        shape = out
+    return shapes
+
+
+def param_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> dict[str, Shape]:
+    """Every parameter as `<layer name>/<param>` -> shape, in layer order."""
+    result = {}
+    for index, (layer, (in_shape, _)) in enumerate(zip(layers, trace_shapes(layers, input_shape))):
+        for param, shape in layer.param_shapes(in_shape).items():
+            result[f"{layer_name(index, layer)}/{param}"] = shape
+    return result
+
+
+def count_params(layers: tuple[Layer, ...], input_shape: Shape) -> int:
+    return sum(math.prod(shape) for shape in param_shapes(layers, input_shape).values())
+
+
+def forward_flops(layers: tuple[Layer, ...], input_shape: Shape) -> int:
+    """Forward FLOPs per sample (multiply-add = 2)."""
+    shapes = trace_shapes(layers, input_shape)
+    return sum(layer.flops(in_shape) for layer, (in_shape, _) in zip(layers, shapes))

@@ -1,0 +1,258 @@
+"""Runs a matrix of RunConfigs, one fresh worker process each, and collects their rows.
+
+Each finished row is appended to results/<run-id>/results.csv at once (one write, fsynced), so
+a crash or Ctrl-C keeps every finished row. A worker that crashes, is killed or times out still
+gets a row saying so. A progress line shows the matrix position, the run's epoch and step, and
+ETAs for the run and the matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.results import (
+    append_row,
+    markdown_table,
+    write_atomic,
+    write_environment,
+)
+from bench.worker import base_row, worker_environment
+
+STDERR_TAIL_CHARS = 1500
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class ProgressLine:
+    """One status line on stderr: redrawn in place on a terminal, every 10 s in a log."""
+
+    def __init__(self, total_runs: int, stream=sys.stderr) -> None:
+        self.total_runs = total_runs
+        self.stream = stream
+        self.interactive = stream.isatty()
+        self.last_print = 0.0
+        self.run_seconds: list[float] = []
+        self.run_start: tuple[int, float] | None = None  # (steps, seconds) at the first event
+
+    def run_eta(self, event: dict, elapsed: float) -> float | None:
+        """Remaining seconds from the step rate since the first event (past the compile)."""
+        done, total = event.get("done", 0), event.get("total", 0)
+        if self.run_start is None or done < self.run_start[0]:
+            self.run_start = (done, elapsed)
+            return None
+        steps, seconds = done - self.run_start[0], elapsed - self.run_start[1]
+        return seconds / steps * (total - done) if steps > 0 else None
+
+    def matrix_eta(self, index: int, run_eta: float | None) -> float | None:
+        if not self.run_seconds:
+            return None
+        mean = sum(self.run_seconds) / len(self.run_seconds)
+        remaining = self.total_runs - index - 1
+        return (run_eta or 0.0) + remaining * mean
+
+    def show(self, index: int, config: RunConfig, event: dict, elapsed: float) -> None:
+        run_eta = self.run_eta(event, elapsed)
+        now = time.monotonic()
+        if not self.interactive and now - self.last_print < 10:
+            return
+        self.last_print = now
+        done, total = event.get("done", 0), event.get("total", 0)
+        accuracy = event.get("accuracy")
+        parts = [
+            f"[{index + 1}/{self.total_runs}] {config.cell_id}",
+            f"epoch {event.get('epoch', '?')}/{event.get('epochs', '?')}",
+            f"step {done}/{total}",
+            f"run ETA {format_duration(run_eta)}",
+            f"matrix ETA {format_duration(self.matrix_eta(index, run_eta))}",
+        ]
+        if accuracy is not None:
+            parts.append(f"test acc {accuracy:.4f}")
+        text = "  ".join(parts)
+        if self.interactive:
+            self.stream.write("\r\033[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self, index: int, config: RunConfig, row: dict, seconds: float) -> None:
+        self.run_seconds.append(seconds)
+        self.run_start = None
+        speed = row.get("samples_per_s")
+        detail = f"{speed:,.0f} samples/s" if isinstance(speed, float) else ""
+        accuracy = row.get("final_test_accuracy")
+        if isinstance(accuracy, float):
+            detail += f", test acc {accuracy:.4f}"
+        if row.get("status") != "ok":
+            detail = str(row.get("error") or "").strip().splitlines()[-1:][0:1]
+            detail = detail[0][:160] if detail else ""
+        prefix = "\r\033[K" if self.interactive else ""
+        self.stream.write(
+            f"{prefix}[{index + 1}/{self.total_runs}] {config.cell_id}: {row.get('status')} "
+            f"in {format_duration(seconds)}  {detail}\n"
+        )
+        self.stream.flush()
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """End the worker and every process it started (it leads its own session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def stderr_tail(log_path: Path) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-STDERR_TAIL_CHARS:].strip()
+
+
+def exit_description(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def run_cell(config: RunConfig, cell_dir: Path, on_progress) -> dict:
+    """Run one config in a fresh worker process; always returns a row."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    result_path = cell_dir / "result.json"
+    result_path.unlink(missing_ok=True)
+    log_path = cell_dir / "worker.log"
+    read_end, write_end = os.pipe()
+    command = [sys.executable, "-m", "bench.worker", "--config", config.to_json()]
+    command += ["--out", str(cell_dir), "--progress-fd", str(write_end)]
+    started = time.monotonic()
+    # On-disk compile caches would leak between runs: each run compiles cold, in its own folder.
+    compile_cache = tempfile.TemporaryDirectory(prefix="bench-compile-cache-")
+    env = worker_environment(config)
+    env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(compile_cache.name, "inductor")
+    env["TRITON_CACHE_DIR"] = os.path.join(compile_cache.name, "triton")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    os.close(write_end)
+    timed_out = False
+    try:
+        timed_out = follow(process, read_end, started, config.timeout_s, on_progress)
+    except BaseException:
+        kill_group(process)
+        raise
+    finally:
+        os.close(read_end)
+        compile_cache.cleanup()
+    return collect_row(config, process.returncode, timed_out, result_path, log_path)
+
+
+def follow(process, read_end: int, started: float, timeout_s: float, on_progress) -> bool:
+    """Relay progress events until the worker exits; True if it had to be killed for time."""
+    selector = selectors.DefaultSelector()
+    selector.register(read_end, selectors.EVENT_READ)
+    buffer = b""
+    open_pipe = True
+    while process.poll() is None or open_pipe:
+        elapsed = time.monotonic() - started
+        if elapsed > timeout_s:
+            kill_group(process)
+            return True
+        if not open_pipe:
+            try:
+                process.wait(timeout=min(1.0, max(0.01, timeout_s - elapsed)))
+            except subprocess.TimeoutExpired:
+                pass
+            continue
+        if selector.select(timeout=1.0):
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                open_pipe = False
+                continue
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines[-1:]:
+                try:
+                    on_progress(json.loads(line), time.monotonic() - started)
+                except ValueError:
+                    pass
+    return False
+
+
+def collect_row(
+    config: RunConfig, returncode: int, timed_out: bool, result_path: Path, log_path: Path
+) -> dict:
+    if result_path.exists() and not timed_out:
+        return json.loads(result_path.read_text())
+    row = base_row(config)
+    if result_path.exists():  # killed for time after it wrote a row: keep what it measured
+        row = json.loads(result_path.read_text())
+    tail = stderr_tail(log_path)
+    if timed_out:
+        row.update(status="timeout", error=f"no result within the {config.timeout_s:g} s limit")
+    else:
+        row.update(status="failed", error=f"worker {exit_description(returncode)}")
+    if tail:
+        row["error"] += f"; stderr tail: {tail}"
+    return row
+
+
+def run_matrix(configs: list[RunConfig], run_dir: Path, command: list[str]) -> list[dict]:
+    """Run every config; rows are appended to run_dir/results.csv as each run finishes."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_environment(run_dir, command)
+    progress = ProgressLine(len(configs))
+    rows: list[dict] = []
+    try:
+        for index, config in enumerate(configs):
+            started = time.monotonic()
+
+            def on_progress(event: dict, elapsed: float, index=index, config=config) -> None:
+                progress.show(index, config, event, elapsed)
+
+            row = run_cell(config, run_dir / "cells" / config.cell_id, on_progress)
+            row["run_id"] = run_dir.name
+            append_row(run_dir / "results.csv", row)
+            rows.append(row)
+            progress.finish(index, config, row, time.monotonic() - started)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"\ninterrupted: {len(rows)} of {len(configs)} runs finished and kept\n")
+        raise
+    finally:
+        write_atomic(run_dir / "results.md", markdown_table(rows))
+    return rows

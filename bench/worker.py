@@ -1,0 +1,324 @@
+"""One run, inside its own fresh process: environment, backend, the clock, one result row.
+
+    python -m bench.worker --config '<RunConfig JSON>' --out CELL_DIR [--progress-fd N]
+
+The runner starts this with the environment from `worker_environment` already set, so no
+framework sees another setting. The worker owns the clock: it calls the backend's run_steps
+for windows of steps (each returns with the device synchronized) and times each with
+perf_counter. Phases are timed apart: import, data, setup, first dispatch (compile), warm-up
+windows, steady windows, evaluation. It writes CELL_DIR/result.json (the row),
+windows.csv (every timed window) and history.csv (one line per epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from backends import BACKENDS, Unsupported, load_backend_class
+from bench import data as datasets
+from bench.config import RunConfig
+from bench.init import epoch_permutation, initial_weights
+from bench.metrics import NvmlProbe, Window, cpu_count, cpu_name, peak_rss_mb, step_time_stats
+from bench.results import empty_row, write_atomic
+from bench.tasks import get_task
+
+OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "outofmemory")
+FAULT_VARIABLE = "BENCH_TEST_FAULT"  # test-only fault injection; unset in every real run
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+def worker_environment(config: RunConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a run's process starts with: set before any framework is imported."""
+    env = dict(os.environ if base is None else base)
+    threads = str(config.threads or cpu_count())
+    env.update(
+        {
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: allocate as needed, so peaks are real
+            "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow: the same
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TF_NUM_INTRAOP_THREADS": threads,
+            "PYTHONHASHSEED": str(config.seed),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if config.device == "cpu":  # no framework may touch a GPU in a cpu run
+        env.update({"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"})
+    else:  # and a cuda run fails rather than falls back to the cpu
+        env["JAX_PLATFORMS"] = "cuda"
+    env.update(BACKENDS[config.backend].environment)
+    return env
+
+
+class Progress:
+    """JSON lines to the runner on a pipe of its own (frameworks may print on stdout)."""
+
+    def __init__(self, descriptor: int | None) -> None:
+        self.stream = os.fdopen(descriptor, "w", buffering=1) if descriptor is not None else None
+        self.last = 0.0
+
+    def send(self, force: bool = False, **event: object) -> None:
+        now = time.perf_counter()
+        if self.stream is None or (not force and now - self.last < 0.5):
+            return
+        self.last = now
+        try:
+            self.stream.write(json.dumps(event) + "\n")
+        except OSError:  # the runner is gone; the run itself goes on
+            self.stream = None
+
+
+def plan_windows(steps: int, first: int, size: int) -> list[tuple[int, int]]:
+    """(first_step, num_steps) windows covering steps [first, steps)."""
+    return [(start, min(size, steps - start)) for start in range(first, steps, size)]
+
+
+def is_oom(error: BaseException) -> bool:
+    text = f"{type(error).__name__} {error}".lower()
+    return any(marker in text for marker in OOM_MARKERS)
+
+
+def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None:
+    """Fill `row` as the run goes, so a failure keeps what was measured before it."""
+    started = time.perf_counter()
+    task = get_task(config.task)
+    batch_size = config.batch_size or task.batch_size
+    epochs = config.epochs or task.epochs
+
+    clock = time.perf_counter()
+    backend = load_backend_class(config.backend)(config)
+    row["import_s"] = time.perf_counter() - clock
+    row.update(mode=backend.mode, mechanism=backend.mechanism)
+    row["framework_version"] = " ".join(f"{k}={v}" for k, v in backend.versions().items())
+    row["device_name"] = backend.device_name() or cpu_name()
+
+    clock = time.perf_counter()
+    data = datasets.load(
+        task.dataset, data_dir=config.data_dir, synthetic=config.data == "synthetic"
+    )
+    data = limit(data, config.train_limit, config.test_limit)
+    weights = initial_weights(task.layers, task.input_shape, config.seed)
+    row["data_s"] = time.perf_counter() - clock
+    steps_per_epoch = len(data.y_train) // batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(data.y_train)} training samples make no batch of {batch_size}")
+    row.update(train_samples=steps_per_epoch * batch_size, steps_per_epoch=steps_per_epoch)
+
+    nvml = NvmlProbe()
+    clock = time.perf_counter()
+    backend.setup(task, weights, data)
+    row["setup_s"] = time.perf_counter() - clock
+    row["params"] = backend.param_count()
+    nvml.sample()
+    inject_fault(os.environ.get(FAULT_VARIABLE))
+
+    # A backend may ask for other windows (e.g. whole epochs where its loop cannot be cut finer).
+    window_steps = getattr(backend, "window_steps", None) or config.window_steps
+    row["window_steps"] = window_steps
+    first_dispatch = min(window_steps if backend.mode == "fused" else 1, steps_per_epoch)
+    windows: list[Window] = []
+    history: list[dict] = []
+    train_time = eval_time = 0.0
+    seen_sizes: set[int] = set()
+    total_steps = epochs * steps_per_epoch
+    for epoch in range(epochs):
+        clock = time.perf_counter()
+        backend.begin_epoch(epoch_permutation(config.seed, epoch, len(data.y_train)))
+        train_time += time.perf_counter() - clock
+        start = first_dispatch if epoch == 0 else 0
+        plan = plan_windows(steps_per_epoch, start, window_steps)
+        if epoch == 0:
+            plan.insert(0, (0, first_dispatch))
+        epoch_losses = []
+        for first_step, num_steps in plan:
+            clock = time.perf_counter()
+            loss = backend.run_steps(first_step, num_steps)
+            seconds = time.perf_counter() - clock
+            train_time += seconds
+            phase = window_phase(len(windows), num_steps, seen_sizes, config.warmup_windows)
+            windows.append(Window(epoch, first_step, num_steps, seconds, phase, loss))
+            epoch_losses.append(loss)
+            row["final_train_loss"] = loss
+            if not math.isfinite(loss):
+                raise Diverged(f"training loss is {loss} at epoch {epoch + 1}, step {first_step}")
+            done = epoch * steps_per_epoch + first_step + num_steps
+            progress.send(epoch=epoch + 1, epochs=epochs, done=done, total=total_steps)
+            if len(windows) == 1:
+                nvml.sample()
+        record_windows(row, windows, batch_size, train_time, task)
+        nvml.sample()
+        entry = {
+            "epoch": epoch + 1,
+            "train_time_s": train_time,
+            "train_loss": sum(epoch_losses) / len(epoch_losses),
+        }
+        if data.synthetic:
+            entry.update(test_accuracy=None, test_loss=None, eval_s=None)
+        else:
+            clock = time.perf_counter()
+            accuracy, test_loss = backend.evaluate()
+            seconds = time.perf_counter() - clock
+            eval_time += seconds
+            entry.update(test_accuracy=accuracy, test_loss=test_loss, eval_s=seconds)
+            record_accuracy(row, entry, task.target_accuracy, epoch + 1, train_time)
+        history.append(entry)
+        row["epochs"] = epoch + 1
+        row["eval_time_s"] = eval_time
+        write_csv(out_dir / "history.csv", history)
+        write_csv(out_dir / "windows.csv", [dataclasses.asdict(w) for w in windows])
+        progress.send(
+            force=True,
+            epoch=epoch + 1,
+            epochs=epochs,
+            done=(epoch + 1) * steps_per_epoch,
+            total=total_steps,
+            accuracy=entry["test_accuracy"],
+        )
+
+    peak = backend.memory_peak_bytes()
+    row["peak_alloc_mb"] = peak / 2**20 if peak is not None else None
+    row["peak_nvml_mb"] = nvml.peak_bytes / 2**20 if nvml.peak_bytes else None
+    row["total_time_s"] = time.perf_counter() - started
+
+
+def inject_fault(fault: str | None) -> None:
+    """Test-only: fail the way real runs fail, after setup. Does nothing when unset."""
+    if not fault:
+        return
+    if fault == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault == "hang":
+        time.sleep(10**6)
+    elif fault == "raise":
+        raise RuntimeError("injected failure")
+    elif fault == "oom":
+        raise RuntimeError("CUDA out of memory (injected)")
+    else:
+        raise ValueError(f"unknown {FAULT_VARIABLE} {fault!r}: kill, hang, raise or oom")
+
+
+def window_phase(index: int, num_steps: int, seen_sizes: set[int], warmup_windows: int) -> str:
+    """The first window is the compile; then `warmup_windows` more, and the first window of any
+    new length (a new length may mean a new compilation), are warm-up; the rest are steady."""
+    new_size = num_steps not in seen_sizes
+    seen_sizes.add(num_steps)
+    if index == 0:
+        return "compile"
+    if index <= warmup_windows or new_size:
+        return "warmup"
+    return "steady"
+
+
+def record_windows(
+    row: dict, windows: list[Window], batch_size: int, train_time: float, task
+) -> None:
+    row["compile_s"] = windows[0].seconds
+    row["first_dispatch_steps"] = windows[0].steps
+    row["warmup_s"] = sum(w.seconds for w in windows if w.phase == "warmup")
+    row["train_time_s"] = train_time
+    row.update(step_time_stats(windows, batch_size))
+    if row["samples_per_s"]:
+        row["train_tflops_per_s"] = 3 * task.flops_per_sample * row["samples_per_s"] / 1e12
+
+
+def record_accuracy(
+    row: dict, entry: dict, target: float | None, epoch: int, train_time: float
+) -> None:
+    accuracy = entry["test_accuracy"]
+    row["final_test_accuracy"] = accuracy
+    row["final_test_loss"] = entry["test_loss"]
+    row["best_test_accuracy"] = max(accuracy, row["best_test_accuracy"] or 0.0)
+    if target is not None and accuracy >= target and row["time_to_target_s"] is None:
+        row["time_to_target_s"] = train_time
+        row["epochs_to_target"] = epoch
+
+
+def limit(data: datasets.Dataset, train: int | None, test: int | None) -> datasets.Dataset:
+    if train is None and test is None:
+        return data
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train[:train],
+        y_train=data.y_train[:train],
+        x_test=data.x_test[:test],
+        y_test=data.y_test[:test],
+    )
+
+
+def write_csv(path: Path, records: list[dict]) -> None:
+    if not records:
+        return
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    os.replace(temporary, path)
+
+
+def base_row(config: RunConfig) -> dict:
+    task = get_task(config.task)
+    row = empty_row()
+    row.update(
+        cell_id=config.cell_id,
+        task=config.task,
+        dataset=task.dataset,
+        data=config.data,
+        backend=config.backend,
+        device=config.device,
+        threads=config.threads or cpu_count(),
+        precision=config.precision,
+        mode=config.mode,
+        batch_size=config.batch_size or task.batch_size,
+        seed=config.seed,
+        target_accuracy=task.target_accuracy if config.data == "real" else None,
+        flops_per_sample=task.flops_per_sample,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="RunConfig as JSON")
+    parser.add_argument("--out", required=True, type=Path, help="the run's cell directory")
+    parser.add_argument("--progress-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    config = RunConfig.from_json(args.config)
+    config = dataclasses.replace(config, threads=config.threads or cpu_count())
+    os.environ.update(worker_environment(config, base={}))  # in case it was started by hand
+    args.out.mkdir(parents=True, exist_ok=True)
+    row = base_row(config)
+    started = time.perf_counter()
+    try:
+        run(config, args.out, row, Progress(args.progress_fd))
+        row["status"] = "ok"
+    except Unsupported as error:
+        row.update(status="skipped", error=str(error))
+    except Diverged as error:
+        row.update(status="diverged", error=str(error))
+    except BaseException as error:  # noqa: BLE001 - every failure becomes a row
+        traceback.print_exc()
+        status = "oom" if is_oom(error) else "failed"
+        row.update(status=status, error=f"{type(error).__name__}: {error}"[-2000:])
+    row["peak_rss_mb"] = peak_rss_mb()
+    row["total_time_s"] = row["total_time_s"] or time.perf_counter() - started
+    write_atomic(args.out / "result.json", json.dumps(row, indent=1) + "\n")
+    return 0 if row["status"] in ("ok", "skipped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

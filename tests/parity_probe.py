@@ -1,0 +1,49 @@
+"""Runs one backend over every task on tiny data and saves what the parity tests compare.
+
+    python tests/parity_probe.py BACKEND OUT.npz [MODE]
+
+Started in a fresh process with the worker's environment (a Keras backend is fixed per
+process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
+canonical initial weights, and the losses of five optimizer steps on the harness's batches.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reference import tiny_dataset  # noqa: E402
+
+from backends import load_backend_class  # noqa: E402
+from bench.config import RunConfig  # noqa: E402
+from bench.init import epoch_permutation, initial_weights  # noqa: E402
+from bench.tasks import TASKS  # noqa: E402
+
+STEPS = 5
+PROBE_BATCH = 16
+
+
+def probe(backend_name: str, mode: str = "default") -> dict[str, np.ndarray]:
+    results = {}
+    for name, task in TASKS.items():
+        config = RunConfig(task=name, backend=backend_name, mode=mode, threads=2, seed=0)
+        backend = load_backend_class(backend_name)(config)
+        data = tiny_dataset(task)
+        backend.setup(task, initial_weights(task.layers, task.input_shape, seed=0), data)
+        results[f"{name}/params"] = np.array(backend.param_count())
+        results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])
+        backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
+        losses = [backend.run_steps(step, 1) for step in range(STEPS)]
+        results[f"{name}/losses"] = np.array(losses)
+    return results
+
+
+if __name__ == "__main__":
+    backend_name, out = sys.argv[1], sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "default"
+    np.savez(out, **probe(backend_name, mode))

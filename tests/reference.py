@@ -1,0 +1,98 @@
+"""A plain numpy forward pass of the IR, the yardstick every backend's logits are held to.
+
+Written from the canonical layout's definition (bench/layers.py) and nothing else, so a backend
+that agrees with it maps flatten order, kernel layout and LSTM gates the way the IR means them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """x (N, H, W, C), kernel (kh, kw, C, F) -> (N, H-kh+1, W-kw+1, F)."""
+    kh, kw, _, _ = kernel.shape
+    out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[3]), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            out += np.einsum("nhwc,cf->nhwf", x[:, i : i + out_h, j : j + out_w, :], kernel[i, j])
+    return out + bias
+
+
+def max_pool(x: np.ndarray, size: int) -> np.ndarray:
+    n, h, w, c = x.shape
+    h, w = h // size, w // size
+    x = x[:, : h * size, : w * size, :].reshape(n, h, size, w, size, c)
+    return x.max(axis=(2, 4))
+
+
+def lstm_last(x: np.ndarray, kernel, recurrent, bias) -> np.ndarray:
+    units = recurrent.shape[0]
+    hidden = np.zeros((x.shape[0], units))
+    cell = np.zeros((x.shape[0], units))
+    for t in range(x.shape[1]):
+        z = x[:, t] @ kernel + hidden @ recurrent + bias
+        i, f, g, o = (z[:, k * units : (k + 1) * units] for k in range(4))
+        cell = sigmoid(f) * cell + sigmoid(i) * np.tanh(g)
+        hidden = sigmoid(o) * np.tanh(cell)
+    return hidden
+
+
+def forward(layers, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Logits in float64 for a batch x (images NHWC float, or token ids)."""
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    h = x if x.dtype.kind in "iu" else x.astype(np.float64)
+    for index, layer in enumerate(layers):
+        name = layer_name(index, layer)
+        if isinstance(layer, Conv2D):
+            h = conv2d_valid(h, w[f"{name}/kernel"], w[f"{name}/bias"])
+        elif isinstance(layer, MaxPool2D):
+            h = max_pool(h, layer.pool_size)
+        elif isinstance(layer, Flatten):
+            h = h.reshape(h.shape[0], -1)
+        elif isinstance(layer, Dense):
+            h = h @ w[f"{name}/kernel"] + w[f"{name}/bias"]
+        elif isinstance(layer, Embedding):
+            h = w[f"{name}/embeddings"][h]
+        elif isinstance(layer, LSTM):
+            h = lstm_last(h, w[f"{name}/kernel"], w[f"{name}/recurrent_kernel"], w[f"{name}/bias"])
+        else:
+            raise NotImplementedError(type(layer).__name__)
+        if getattr(layer, "activation", None) == "relu":
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def tiny_dataset(task, train: int = 256, test: int = 128, seed: int = 0):
+    """A small random dataset with the task's shapes (class-dependent, so it is learnable)."""
+    from bench.data import DATASETS, Dataset
+
+    info = DATASETS[task.dataset]
+    rng = np.random.default_rng(seed)
+
+    def split(count: int):
+        labels = rng.integers(0, info.num_classes, count).astype(np.int32)
+        if info.kind == "text":
+            x = rng.integers(2, info.vocab_size, (count, *info.input_shape)).astype(np.int32)
+            x[:, -1] = labels + 2  # the last token gives the class away
+        else:
+            x = rng.random((count, *info.input_shape), dtype=np.float32)
+            x[:, :4, :4, :] = labels[:, None, None, None] / info.num_classes
+        return x, labels
+
+    x_train, y_train = split(train)
+    x_test, y_test = split(test)
+    return Dataset(info, x_train, y_train, x_test, y_test, synthetic=True, source="tests")

@@ -1,0 +1,152 @@
+"""End to end through the command line: the matrix, the worker, rows, errors and faults."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.metrics import nvml_devices
+from bench.results import COLUMNS, SCHEMA_VERSION, STATUSES, read_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--data", "synthetic", "--train-limit", "256", "--test-limit", "64", "--epochs", "2"]
+TINY += ["--window-steps", "1", "--warmup-windows", "1", "--threads", "2"]
+
+
+def bench(*args, env=None, timeout=600):
+    environment = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tasks", "resnet"], "unknown task 'resnet'; valid tasks: mnist_cnn"),
+        (["--backends", "mxnet"], "unknown backend 'mxnet'; valid backends: torch"),
+        (["--device", "tpu"], "unknown device 'tpu'; valid devices: cpu, cuda"),
+        (["--precision", "fp8"], "unknown precision 'fp8'; valid precisions: fp32, tf32, bf16"),
+        (["--mode", "turbo"], "unknown mode 'turbo'; valid modes: default, eager, compiled"),
+        (["--suite", "huge"], "unknown suite 'huge'; valid suites: full, quick"),
+        (["--data", "fake"], "unknown data kind 'fake'"),
+        (["--batch-size", "big"], "batch size must be a comma-separated list of integers"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path):
+    result = bench("run", *args, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not any(tmp_path.iterdir()), "nothing may run on bad input"
+
+
+@pytest.mark.skipif(bool(nvml_devices()), reason="this machine has an NVIDIA GPU")
+def test_cuda_without_a_gpu_is_an_error_not_a_cpu_run(tmp_path):
+    result = bench("run", "--tasks", "mnist_cnn", "--device", "cuda", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "device cuda was requested" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_list_prints_every_task():
+    result = bench("list")
+    assert result.returncode == 0
+    for name in ("mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn", "sst2_lstm", "imdb_lstm"):
+        assert name in result.stdout
+    assert "347,146" in result.stdout
+
+
+def test_tiny_matrix_writes_rows_windows_history_and_table(tmp_path):
+    result = bench(
+        "run", "--tasks", "mnist_cnn,sst2_lstm", "--backends", "torch", *TINY,
+        "--out", str(tmp_path), "--run-id", "tiny",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "tiny"
+    rows = read_rows(run_dir / "results.csv")
+    assert [r["task"] for r in rows] == ["mnist_cnn", "sst2_lstm"]
+    assert list(rows[0]) == list(COLUMNS)
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["schema_version"] == str(SCHEMA_VERSION) and row["run_id"] == "tiny"
+        assert row["mode"] == "eager" and row["data"] == "synthetic"
+        assert row["steps_per_epoch"] == str(256 // int(row["batch_size"]))
+        assert float(row["samples_per_s"]) > 0 and float(row["compile_s"]) > 0
+        p10, median, p90 = (float(row[f"step_time_{k}_ms"]) for k in ("p10", "median", "p90"))
+        assert p10 <= median <= p90
+        assert row["final_test_accuracy"] == "" and row["target_accuracy"] == ""
+        assert float(row["peak_rss_mb"]) > 50
+        cell = run_dir / "cells" / row["cell_id"]
+        windows = read_rows(cell / "windows.csv")
+        assert windows[0]["phase"] == "compile" and windows[1]["phase"] == "warmup"
+        steps = sum(int(w["steps"]) for w in windows)
+        assert steps == 2 * int(row["steps_per_epoch"])
+        assert len(read_rows(cell / "history.csv")) == 2
+    assert rows[0]["params"] == "347146"
+    table = (run_dir / "results.md").read_text()
+    assert "| mnist_cnn | torch |" in table and "| sst2_lstm | torch |" in table
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"command", "packages", "git_sha", "cpu", "gpus", "python"} <= set(env)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "run_dir": str(run_dir), "runs": 2, "failed": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fault, status, reason",
+    [
+        ("kill", "failed", "killed by signal SIGKILL"),
+        ("raise", "failed", "RuntimeError: injected failure"),
+        ("oom", "oom", "out of memory"),
+    ],
+)
+def test_a_failing_worker_still_writes_its_row_and_the_matrix_goes_on(
+    fault, status, reason, tmp_path
+):
+    result = bench(
+        "run", "--tasks", "mnist_cnn", "--backends", "torch", "--seeds", "0,1", *TINY,
+        "--out", str(tmp_path), "--run-id", "faults", env={"BENCH_TEST_FAULT": fault},
+    )  # fmt: skip
+    assert result.returncode == 1
+    rows = read_rows(tmp_path / "faults" / "results.csv")
+    assert len(rows) == 2, "the second run must run after the first failed"
+    for row in rows:
+        assert row["status"] == status and reason in row["error"]
+        assert row["status"] in STATUSES
+
+
+def test_a_hanging_worker_is_killed_at_the_timeout(tmp_path):
+    result = bench(
+        "run", "--tasks", "mnist_cnn", "--backends", "torch", *TINY, "--timeout", "15",
+        "--out", str(tmp_path), "--run-id", "hang", env={"BENCH_TEST_FAULT": "hang"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    (row,) = read_rows(tmp_path / "hang" / "results.csv")
+    assert row["status"] == "timeout" and "no result within the 15 s limit" in row["error"]
+
+
+def test_unsupported_mode_is_a_skipped_row(tmp_path):
+    result = bench(
+        "run", "--tasks", "mnist_cnn", "--backends", "torch", "--mode", "fused", *TINY,
+        "--out", str(tmp_path), "--run-id", "skip",
+    )  # fmt: skip
+    assert result.returncode == 0
+    (row,) = read_rows(tmp_path / "skip" / "results.csv")
+    assert row["status"] == "skipped" and "not implemented for torch" in row["error"]
+
+
+def test_schema_md_documents_every_column_and_status():
+    schema = (ROOT / "results" / "SCHEMA.md").read_text()
+    for column in COLUMNS:
+        assert f"`{column}`" in schema, f"results/SCHEMA.md lacks {column}"
+    for status in STATUSES:
+        assert f"`{status}`" in schema
+    assert f"Schema version: {SCHEMA_VERSION}" in schema

@@ -1,0 +1,89 @@
+"""Fairness: every backend trains exactly what the torch backend trains (CPU, fp32).
+
+For every registered backend and every task, from the canonical initial weights:
+  - the trainable parameter count equals torch's (and the IR's);
+  - the logits of the same batch agree with torch's to 1e-4 relative (to the largest logit);
+  - five optimizer steps on the harness's batches give losses within 1e-3 relative, every step.
+Each backend runs in a fresh process with the worker's environment (tests/parity_probe.py).
+A backend whose framework is not installed is skipped with a message.
+"""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import BACKENDS
+from bench.config import RunConfig
+from bench.tasks import TASKS
+from bench.worker import worker_environment
+
+HERE = Path(__file__).resolve().parent
+FRAMEWORK_MODULES = {"torch": "torch", "jax": "flax", "keras-tensorflow": "tensorflow"}
+FRAMEWORK_MODULES |= {"keras-jax": "jax", "keras-torch": "torch"}
+
+
+def installed(backend: str) -> bool:
+    modules = [FRAMEWORK_MODULES.get(backend, backend)]
+    if backend.startswith("keras"):
+        modules.append("keras")
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory):
+    cache = {}
+
+    def run(backend: str) -> dict[str, np.ndarray]:
+        if backend not in cache:
+            if not installed(backend):
+                pytest.skip(f"{backend} is not installed (pip install -e '.[all]')")
+            out = tmp_path_factory.mktemp("parity") / f"{backend}.npz"
+            env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+            result = subprocess.run(
+                [sys.executable, str(HERE / "parity_probe.py"), backend, str(out)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            cache[backend] = dict(np.load(out))
+        return cache[backend]
+
+    return run
+
+
+OTHERS = [name for name in BACKENDS if name != "torch"]
+
+
+@pytest.mark.parametrize("backend", OTHERS or [pytest.param("none", marks=pytest.mark.skip)])
+def test_backend_trains_what_torch_trains(backend, probes):
+    reference, other = probes("torch"), probes(backend)
+    failures = []
+    for task in TASKS:
+        params = int(other[f"{task}/params"])
+        if params != int(reference[f"{task}/params"]) or params != TASKS[task].param_count:
+            failures.append(
+                f"{task}: {params} parameters, torch and the IR have {TASKS[task].param_count}"
+            )
+        expected, got = reference[f"{task}/logits"], other[f"{task}/logits"]
+        relative = np.abs(got - expected).max() / np.abs(expected).max()
+        if not relative < 1e-4:
+            failures.append(f"{task}: logits differ from torch's by {relative:.2e} (relative)")
+        expected, got = reference[f"{task}/losses"], other[f"{task}/losses"]
+        relative = np.abs(got - expected) / np.abs(expected)
+        if not (relative < 1e-3).all():
+            failures.append(f"{task}: step losses {got} vs torch {expected} (rel {relative})")
+    assert not failures, "\n".join(failures)
+
+
+def test_torch_probe_is_sane(probes):
+    torch_results = probes("torch")
+    for task in TASKS:
+        losses = torch_results[f"{task}/losses"]
+        assert np.isfinite(losses).all() and losses[0] > 0
+        assert int(torch_results[f"{task}/params"]) == TASKS[task].param_count

@@ -1,0 +1,122 @@
+"""The task registry, the IR's shapes, parameter counts and FLOPs, and the initial weights."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from bench.data import DATASETS
+
+from bench.init import epoch_permutation, initial_weights
+from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, param_shapes
+from bench.tasks import TASKS, get_task
+
+# Parameter counts worked out by hand from the layer sizes.
+EXPECTED_PARAMS = {
+    "mnist_cnn": (3 * 3 * 1 * 32 + 32) + (13 * 13 * 32 * 64 + 64) + (64 * 10 + 10),  # 347,146
+    "fashion_mnist_cnn": 347_146,
+    "cifar10_cnn": (896) + (3 * 3 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (1024 * 64 + 64) + 650,
+    "sst2_lstm": 20000 * 128 + (128 * 512 + 128 * 512 + 512) + (128 * 2 + 2),
+    "imdb_lstm": 20000 * 128 + (128 * 512 + 128 * 512 + 512) + (128 * 2 + 2),
+}
+
+
+def test_registry_holds_the_seed_tasks():
+    assert set(TASKS) == set(EXPECTED_PARAMS)
+    for name, task in TASKS.items():
+        assert task.name == name
+        assert task.dataset in DATASETS
+        assert task.target_source, f"{name} must say where its target comes from"
+        assert dataclasses.is_dataclass(task) and task.__dataclass_params__.frozen
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_parameter_counts(name):
+    assert get_task(name).param_count == EXPECTED_PARAMS[name]
+
+
+def test_mnist_cnn_is_the_seed_model():
+    task = get_task("mnist_cnn")
+    assert task.param_count == 347_146
+    assert task.layers == (Conv2D(32, 3), MaxPool2D(2), Flatten(), Dense(64, "relu"), Dense(10))
+    assert (task.batch_size, task.epochs, task.target_accuracy) == (64, 5, 0.98)
+    assert task.optimizer.learning_rate == 1e-3
+
+
+def test_shapes_through_the_cifar_cnn():
+    shapes = param_shapes(get_task("cifar10_cnn").layers, (32, 32, 3))
+    assert shapes["0_conv2d/kernel"] == (3, 3, 3, 32)
+    assert shapes["2_conv2d/kernel"] == (3, 3, 32, 64)
+    assert shapes["4_conv2d/kernel"] == (3, 3, 64, 64)
+    assert shapes["6_dense/kernel"] == (4 * 4 * 64, 64)  # 30->15->13->6->4
+
+
+def test_text_task_shapes():
+    task = get_task("sst2_lstm")
+    assert task.input_shape == (64,) and get_task("imdb_lstm").input_shape == (200,)
+    assert task.layers == (Embedding(20000, 128), LSTM(128), Dense(2))
+    assert task.num_classes == 2
+
+
+def test_flops_per_sample_by_hand():
+    conv = 2 * 26 * 26 * 32 * 9
+    dense = 2 * (5408 * 64 + 64 * 10)
+    assert get_task("mnist_cnn").flops_per_sample == conv + dense
+    lstm = 2 * 64 * (128 + 128) * 512
+    assert get_task("sst2_lstm").flops_per_sample == lstm + 2 * 128 * 2
+
+
+def test_unknown_task_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid tasks: mnist_cnn"):
+        get_task("resnet")
+
+
+def test_valid_padding_only():
+    with pytest.raises(ValueError, match="valid"):
+        Conv2D(8, 3, padding="same").output_shape((8, 8, 1))
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_initial_weights_are_deterministic_and_canonical(name):
+    task = get_task(name)
+    first = initial_weights(task.layers, task.input_shape, seed=0)
+    again = initial_weights(task.layers, task.input_shape, seed=0)
+    other = initial_weights(task.layers, task.input_shape, seed=1)
+    shapes = param_shapes(task.layers, task.input_shape)
+    assert list(first) == list(shapes)
+    for key, value in first.items():
+        assert value.shape == shapes[key] and value.dtype == np.float32
+        np.testing.assert_array_equal(value, again[key])
+    kernels = [k for k in first if k.endswith("kernel")]
+    assert all(not np.array_equal(first[k], other[k]) for k in kernels)
+    assert sum(v.size for v in first.values()) == task.param_count
+
+
+def test_initializer_distributions():
+    task = get_task("sst2_lstm")
+    weights = initial_weights(task.layers, task.input_shape, seed=0)
+    table = weights["0_embedding/embeddings"]
+    assert table.min() >= -0.05 and table.max() <= 0.05
+    kernel = weights["1_lstm/kernel"]  # Glorot: limit sqrt(6 / (128 + 512))
+    limit = math.sqrt(6 / (128 + 512))
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.9 * limit
+    recurrent = weights["1_lstm/recurrent_kernel"]  # (128, 512) with orthonormal rows
+    np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(128), atol=1e-5)
+    bias = weights["1_lstm/bias"]
+    assert (bias[128:256] == 1).all() and (bias[:128] == 0).all() and (bias[256:] == 0).all()
+    assert (weights["2_dense/bias"] == 0).all()
+
+
+def test_weights_of_a_layer_do_not_depend_on_later_layers():
+    task = get_task("mnist_cnn")
+    full = initial_weights(task.layers, task.input_shape, seed=3)
+    head = initial_weights(task.layers[:1], task.input_shape, seed=3)
+    np.testing.assert_array_equal(full["0_conv2d/kernel"], head["0_conv2d/kernel"])
+
+
+def test_epoch_permutations():
+    first = epoch_permutation(0, 0, 1000)
+    assert sorted(first) == list(range(1000)) and first.dtype == np.int32
+    np.testing.assert_array_equal(first, epoch_permutation(0, 0, 1000))
+    assert not np.array_equal(first, epoch_permutation(0, 1, 1000))
+    assert not np.array_equal(first, epoch_permutation(1, 0, 1000))

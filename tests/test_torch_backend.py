@@ -1,0 +1,101 @@
+"""The torch backend maps the IR exactly: layouts, logits against numpy, steps, modes."""
+
+import numpy as np
+import pytest
+from reference import forward, softmax_cross_entropy, tiny_dataset
+
+torch = pytest.importorskip("torch")
+
+from backends import Unsupported  # noqa: E402
+from backends.torch_backend import TorchBackend, from_torch_layout, to_torch_layout  # noqa: E402
+from bench.config import RunConfig  # noqa: E402
+from bench.init import epoch_permutation, initial_weights  # noqa: E402
+from bench.tasks import TASKS, get_task  # noqa: E402
+
+
+def make_backend(task_name, **overrides):
+    task = get_task(task_name)
+    config = RunConfig(task=task_name, backend="torch", threads=2, **overrides)
+    backend = TorchBackend(config)
+    weights = initial_weights(task.layers, task.input_shape, seed=0)
+    data = tiny_dataset(task)
+    backend.setup(task, weights, data)
+    return backend, task, weights, data
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_layout_round_trip(name):
+    task = get_task(name)
+    weights = initial_weights(task.layers, task.input_shape, seed=5)
+    back = from_torch_layout(task, to_torch_layout(task, weights))
+    assert list(back) == list(weights)
+    for key in weights:
+        np.testing.assert_array_equal(back[key], weights[key])
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn", "sst2_lstm"])
+def test_logits_match_the_numpy_reference(name):
+    backend, task, weights, data = make_backend(name)
+    assert backend.param_count() == task.param_count
+    x = data.x_test[:16]
+    expected = forward(task.layers, weights, x)
+    got = backend.predict(x)
+    relative = np.abs(got - expected).max() / np.abs(expected).max()
+    assert relative < 1e-4, relative
+    for key, value in backend.get_weights().items():  # nothing trained: the weights come back
+        np.testing.assert_array_equal(value, weights[key])
+
+
+def test_first_step_loss_is_the_loss_of_the_permuted_batch():
+    backend, task, weights, data = make_backend("mnist_cnn")
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    backend.begin_epoch(permutation)
+    batch = permutation[: task.batch_size]
+    expected = softmax_cross_entropy(
+        forward(task.layers, weights, data.x_train[batch]), data.y_train[batch]
+    )
+    assert backend.run_steps(0, 1) == pytest.approx(expected, rel=1e-4)
+    assert not np.array_equal(backend.get_weights()["0_conv2d/kernel"], weights["0_conv2d/kernel"])
+
+
+def test_training_reduces_the_loss_and_evaluates():
+    backend, task, weights, data = make_backend("mnist_cnn")
+    backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
+    first = backend.run_steps(0, 1)
+    for _ in range(5):
+        last = backend.run_steps(0, 4)
+    assert last < first
+    accuracy, loss = backend.evaluate()
+    assert 0.0 <= accuracy <= 1.0 and np.isfinite(loss)
+
+
+def test_bf16_autocast_trains():
+    backend, *_ = make_backend("mnist_cnn", precision="bf16")
+    backend.begin_epoch(np.arange(256, dtype=np.int32))
+    assert np.isfinite(backend.run_steps(0, 2))
+    assert backend.model[0].weight.dtype == torch.float32  # master weights stay fp32
+
+
+def test_unsupported_configurations_say_why():
+    with pytest.raises(Unsupported, match="tf32"):
+        TorchBackend(RunConfig(task="mnist_cnn", backend="torch", precision="tf32"))
+    with pytest.raises(Unsupported, match="fused"):
+        TorchBackend(RunConfig(task="mnist_cnn", backend="torch", mode="fused"))
+
+
+def test_fp32_turns_tf32_off():
+    TorchBackend(RunConfig(task="mnist_cnn", backend="torch"))
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_compiled_mode_matches_eager():
+    eager, task, weights, data = make_backend("mnist_cnn")
+    compiled, *_ = make_backend("mnist_cnn", mode="compiled")
+    assert compiled.mechanism.startswith("torch.compile")
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    losses = []
+    for backend in (eager, compiled):
+        backend.begin_epoch(permutation)
+        losses.append([backend.run_steps(step, 1) for step in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
