@@ -3,6 +3,8 @@
     bench list                                   the tasks, their models and targets
     bench run --tasks mnist_cnn --backends torch one matrix; rows in results/<run-id>/
     bench run --suite quick                      a preset matrix (see SUITES)
+    bench run --resume RUN_DIR [--retry-failed]  finish an interrupted matrix
+    bench report RUN_DIR [RUN_DIR ...]           tables, plots and report.html
     bench env                                    versions, CPU and GPUs, as JSON
 
 Comma-separated lists expand to their product. Bad input exits with code 2 and one line that
@@ -19,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends import BACKENDS
+from bench import report
 from bench.config import DATA_KINDS, DEVICES, MODES, PRECISIONS, RunConfig, UsageError, check_choice
 from bench.metrics import nvml_devices
 from bench.results import environment, markdown_table
-from bench.runner import new_run_id, run_matrix
+from bench.runner import new_run_id, parse_matrix, read_matrix, run_matrix
 from bench.tasks import TASKS
 
 
@@ -124,17 +127,43 @@ def check_device(device: str) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    configs = expand_matrix(args)
-    check_device(args.device)
-    run_dir = Path(args.out) / (args.run_id or new_run_id())
-    if (run_dir / "results.csv").exists():
-        raise UsageError(f"{run_dir} already holds results; choose another --run-id")
-    print(f"{len(configs)} runs -> {run_dir}", file=sys.stderr)
+    if args.resume:
+        run_dir = Path(args.resume)
+        cells = read_matrix(run_dir)
+        devices = {c.device for c in cells if isinstance(c, RunConfig)}
+    else:
+        cells = read_matrix_file(args.matrix) if args.matrix else expand_matrix(args)
+        devices = {c.device for c in cells if isinstance(c, RunConfig)}
+        run_dir = Path(args.out) / (args.run_id or new_run_id())
+        if (run_dir / "matrix.json").exists():
+            raise UsageError(
+                f"{run_dir} already holds a run; resume it with --resume {run_dir}, "
+                "or choose another --run-id"
+            )
+    for device in devices:
+        check_device(device)
+    if args.retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
+    if args.tensorboard:
+        try:
+            report.import_tensorboardx()
+        except report.ReportError as error:
+            raise UsageError(str(error)) from None
+    print(f"{len(cells)} runs -> {run_dir}", file=sys.stderr)
     try:
-        rows = run_matrix(configs, run_dir, [Path(sys.argv[0]).name, *sys.argv[1:]])
+        rows = run_matrix(
+            cells,
+            run_dir,
+            [Path(sys.argv[0]).name, *sys.argv[1:]],
+            resume=bool(args.resume),
+            retry_failed=args.retry_failed,
+            retries=args.retries,
+        )
     except KeyboardInterrupt:
         print(f"partial results kept in {run_dir}", file=sys.stderr)
+        export_tensorboard(run_dir, args.tensorboard)
         return 130
+    export_tensorboard(run_dir, args.tensorboard)
     print()
     print(markdown_table(rows))
     print(f"results: {run_dir / 'results.csv'}")
@@ -142,6 +171,23 @@ def command_run(args: argparse.Namespace) -> int:
     summary = {"run_dir": str(run_dir), "runs": len(rows), "failed": len(failed)}
     print(json.dumps(summary))
     return 1 if failed else 0
+
+
+def export_tensorboard(run_dir: Path, log_dir: str | None) -> None:
+    if log_dir:
+        cells = report.export_tensorboard(run_dir, Path(log_dir))
+        print(f"tensorboard: {cells} runs -> {log_dir}", file=sys.stderr)
+
+
+def read_matrix_file(path: str) -> list:
+    """A JSON list of RunConfig fields, one object per run (invalid ones become failed rows)."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the matrix file {path}: {error}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UsageError(f"{path} must hold a JSON list of objects (RunConfig fields)")
+    return parse_matrix(entries)
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -189,6 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     run.add_argument("--out", default="results", help="parent folder of the run directory")
     run.add_argument("--run-id", default=None, help="run directory name (default: a timestamp)")
+    run.add_argument("--matrix", default=None, help="JSON file: a list of RunConfig objects")
+    run.add_argument("--resume", metavar="RUN_DIR", help="run the cells of RUN_DIR without a row")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="with --resume: also redo failed cells"
+    )
+    run.add_argument("--retries", type=int, default=0, help="retry failed/timeout runs N times")
+    run.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        default=None,
+        help="also write each run's per-epoch metrics as TensorBoard event files under DIR",
+    )
     run.set_defaults(handler=command_run)
     commands.add_parser("list", help="list tasks, backends and suites").set_defaults(
         handler=command_list
@@ -196,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("env", help="print the environment as JSON").set_defaults(
         handler=command_env
     )
+    report.add_parser(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from backends import BACKENDS
+from bench.results import empty_row
 from bench.tasks import TASKS
 
 DEVICES = ("cpu", "cuda")
@@ -78,3 +79,25 @@ class RunConfig:
             parts.append(f"b{self.batch_size}")
         parts.append(f"s{self.seed}")
         return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class InvalidCell:
+    """A matrix entry that is not a valid RunConfig: it gets a `failed` row, the rest goes on."""
+
+    raw: dict
+    error: str
+
+    @property
+    def cell_id(self) -> str:
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        keys = ("task", "backend", "device", "precision", "mode")
+        parts = [str(self.raw.get(key, defaults.get(key, "?"))) for key in keys]
+        return "-".join(parts + [f"s{self.raw.get('seed', 0)}", "invalid"])
+
+    def row(self) -> dict:
+        row = empty_row()
+        known = {k: v for k, v in self.raw.items() if k in row and isinstance(v, str | int | float)}
+        row.update(known)
+        row.update(cell_id=self.cell_id, status="failed", error=f"invalid run: {self.error}")
+        return row

@@ -47,6 +47,7 @@ COLUMNS: dict[str, str] = {
     "train_samples": "training samples per epoch (the last partial batch is dropped)",
     "steps_per_epoch": "training steps per epoch",
     "status": "ok | failed | oom | timeout | diverged | skipped",
+    "attempt": "1 for the first try of this cell; higher after --retries or a resume",
     "error": "why the run is not ok (exception, exit code or signal, stderr tail); empty if ok",
     "import_s": "seconds to import the framework and the backend",
     "data_s": "seconds to load the dataset (from files or cache) and make the initial weights",
@@ -115,6 +116,19 @@ def append_row(path: Path, row: dict[str, object]) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def repair_csv(path: Path) -> None:
+    """Cut a torn last line (a writer killed mid-write leaves no final newline)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data[: data.rfind(b"\n") + 1]
+    temporary = path.with_name(f".{path.name}.repair")
+    temporary.write_bytes(keep)
+    os.replace(temporary, path)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -8,6 +8,8 @@ ETAs for the run and the matrix.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import selectors
@@ -18,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.config import RunConfig
+from bench.config import InvalidCell, RunConfig, UsageError
 from bench.results import (
     append_row,
     markdown_table,
+    read_rows,
+    repair_csv,
     write_atomic,
     write_environment,
 )
@@ -93,7 +97,12 @@ class ProgressLine:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def finish(self, index: int, config: RunConfig, row: dict, seconds: float) -> None:
+    def note(self, text: str) -> None:
+        prefix = "\r\033[K" if self.interactive else ""
+        self.stream.write(f"{prefix}{text}\n")
+        self.stream.flush()
+
+    def finish(self, index: int, config, row: dict, seconds: float) -> None:
         self.run_seconds.append(seconds)
         self.run_start = None
         speed = row.get("samples_per_s")
@@ -110,6 +119,16 @@ class ProgressLine:
             f"in {format_duration(seconds)}  {detail}\n"
         )
         self.stream.flush()
+
+
+def die_with_parent() -> None:
+    """In the worker, before exec: get SIGKILL when the runner dies (Linux), so a killed runner
+    leaves no orphaned training behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -167,6 +186,7 @@ def run_cell(config: RunConfig, cell_dir: Path, on_progress) -> dict:
             stderr=subprocess.STDOUT,
             pass_fds=(write_end,),
             start_new_session=True,
+            preexec_fn=die_with_parent,
             cwd=Path(__file__).resolve().parent.parent,
         )
     os.close(write_end)
@@ -232,27 +252,166 @@ def collect_row(
     return row
 
 
-def run_matrix(configs: list[RunConfig], run_dir: Path, command: list[str]) -> list[dict]:
-    """Run every config; rows are appended to run_dir/results.csv as each run finishes."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_environment(run_dir, command)
-    progress = ProgressLine(len(configs))
-    rows: list[dict] = []
-    try:
-        for index, config in enumerate(configs):
-            started = time.monotonic()
+FINAL_STATUSES = ("ok", "skipped")  # a resume never reruns these
+RETRYABLE_STATUSES = (
+    "failed",
+    "timeout",
+)  # what --retries retries (oom, diverged are not transient)
 
-            def on_progress(event: dict, elapsed: float, index=index, config=config) -> None:
-                progress.show(index, config, event, elapsed)
 
-            row = run_cell(config, run_dir / "cells" / config.cell_id, on_progress)
-            row["run_id"] = run_dir.name
-            append_row(run_dir / "results.csv", row)
-            rows.append(row)
-            progress.finish(index, config, row, time.monotonic() - started)
-    except KeyboardInterrupt:
-        sys.stderr.write(f"\ninterrupted: {len(rows)} of {len(configs)} runs finished and kept\n")
-        raise
-    finally:
-        write_atomic(run_dir / "results.md", markdown_table(rows))
+class RunLock:
+    """An exclusive lock on a run directory: a second runner refuses instead of interleaving.
+
+    flock is released by the kernel when the holder dies, so a killed runner never leaves a
+    stale lock behind."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.descriptor: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 64).decode(errors="replace").strip() or "?"
+            os.close(descriptor)
+            raise UsageError(
+                f"{self.path.parent} is in use by another bench run (pid {holder}); wait for it "
+                "to finish, or pick another --out / --run-id"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, str(os.getpid()).encode())
+        self.descriptor = descriptor
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # closing releases the flock
+
+
+def write_matrix(run_dir: Path, configs: list[RunConfig | InvalidCell]) -> None:
+    entries = [json.loads(c.to_json()) if isinstance(c, RunConfig) else c.raw for c in configs]
+    write_atomic(run_dir / "matrix.json", json.dumps(entries, indent=1) + "\n")
+
+
+def read_matrix(run_dir: Path) -> list[RunConfig | InvalidCell]:
+    path = run_dir / "matrix.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} holds no matrix.json: it is not a bench run directory")
+    return parse_matrix(json.loads(path.read_text()))
+
+
+def parse_matrix(entries: list[dict]) -> list[RunConfig | InvalidCell]:
+    """Config dicts -> RunConfigs; an invalid entry becomes an InvalidCell (a failed row)."""
+    cells: list[RunConfig | InvalidCell] = []
+    for entry in entries:
+        try:
+            cells.append(RunConfig(**entry))
+        except (TypeError, ValueError) as error:
+            cells.append(InvalidCell(entry, str(error)))
+    return cells
+
+
+def final_rows(path: Path) -> dict[str, dict]:
+    """cell_id -> its row in results.csv (after repairing a torn last line)."""
+    repair_csv(path)
+    return {row["cell_id"]: row for row in read_rows(path)} if path.exists() else {}
+
+
+def drop_rows(path: Path, cell_ids: set[str]) -> None:
+    """Rewrite results.csv atomically without the rows of `cell_ids` (they are being redone)."""
+    kept = [row for row in read_rows(path) if row["cell_id"] not in cell_ids]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    for row in kept:
+        append_row(temporary, row)
+    if not kept:
+        temporary.write_text("")
+    os.replace(temporary, path)
+
+
+def previous_attempts(path: Path) -> dict[str, int]:
+    repair_csv(path)
+    counts: dict[str, int] = {}
+    for row in read_rows(path) if path.exists() else []:
+        counts[row["cell_id"]] = counts.get(row["cell_id"], 0) + 1
+    return counts
+
+
+def run_matrix(
+    cells: list[RunConfig | InvalidCell],
+    run_dir: Path,
+    command: list[str],
+    *,
+    resume: bool = False,
+    retry_failed: bool = False,
+    retries: int = 0,
+) -> list[dict]:
+    """Run every cell that has no final row yet; returns the final rows of the whole matrix.
+
+    Each attempt's row is appended to attempts.csv, each cell's final row to results.csv, at
+    once (one write, fsynced). On resume, cells with an ok or skipped row are kept; with
+    retry_failed, cells whose row is failed, oom, timeout or diverged are run again (their old
+    row is replaced, so every cell keeps exactly one final row)."""
+    results, attempts_path = run_dir / "results.csv", run_dir / "attempts.csv"
+    duplicates = sorted(
+        {c.cell_id for c in cells if [d.cell_id for d in cells].count(c.cell_id) > 1}
+    )
+    if duplicates:
+        raise UsageError(f"the matrix holds two runs with the same id: {', '.join(duplicates)}")
+    with RunLock(run_dir):
+        if not resume:
+            write_matrix(run_dir, cells)
+        write_environment(run_dir, command)
+        done = final_rows(results)
+        redo = {
+            cell_id
+            for cell_id, row in done.items()
+            if retry_failed and row["status"] not in FINAL_STATUSES
+        }
+        if redo:
+            drop_rows(results, redo)
+        todo = [c for c in cells if c.cell_id not in done or c.cell_id in redo]
+        attempts = previous_attempts(attempts_path)
+        progress = ProgressLine(len(todo))
+        finished = 0
+        try:
+            for index, cell in enumerate(todo):
+                started = time.monotonic()
+                for attempt in range(retries + 1):
+                    row = run_once(cell, run_dir, index, progress)
+                    row["attempt"] = attempts.get(cell.cell_id, 0) + 1
+                    attempts[cell.cell_id] = row["attempt"]
+                    append_row(attempts_path, row)
+                    if row["status"] not in RETRYABLE_STATUSES or attempt == retries:
+                        break
+                    progress.note(
+                        f"{cell.cell_id}: {row['status']}, retrying ({attempt + 1}/{retries})"
+                    )
+                append_row(results, row)
+                finished += 1
+                progress.finish(index, cell, row, time.monotonic() - started)
+        except KeyboardInterrupt:
+            sys.stderr.write(
+                f"\ninterrupted: {finished} of {len(todo)} runs finished and kept; "
+                f"resume with: bench run --resume {run_dir}\n"
+            )
+            raise
+        finally:
+            rows = [dict(row) for row in final_rows(results).values()]
+            write_atomic(run_dir / "results.md", markdown_table(rows))
     return rows
+
+
+def run_once(cell: RunConfig | InvalidCell, run_dir: Path, index: int, progress) -> dict:
+    if isinstance(cell, InvalidCell):
+        return cell.row()
+
+    def on_progress(event: dict, elapsed: float) -> None:
+        progress.show(index, cell, event, elapsed)
+
+    row = run_cell(cell, run_dir / "cells" / cell.cell_id, on_progress)
+    row["run_id"] = run_dir.name
+    return row

@@ -33,7 +33,10 @@ from bench.results import empty_row, write_atomic
 from bench.tasks import get_task
 
 OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "outofmemory")
-FAULT_VARIABLE = "BENCH_TEST_FAULT"  # test-only fault injection; unset in every real run
+# Test-only fault injection, inactive unless set: BENCH_TEST_FAULT applies to every run,
+# BENCH_TEST_FAULTS (JSON {cell_id: fault}) to the named runs.
+FAULT_VARIABLE = "BENCH_TEST_FAULT"
+FAULTS_VARIABLE = "BENCH_TEST_FAULTS"
 
 
 class Diverged(Exception):
@@ -124,7 +127,8 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     row["setup_s"] = time.perf_counter() - clock
     row["params"] = backend.param_count()
     nvml.sample()
-    inject_fault(os.environ.get(FAULT_VARIABLE))
+    fault = injected_fault(config.cell_id)
+    inject_fault(fault)
 
     # A backend may ask for other windows (e.g. whole epochs where its loop cannot be cut finer).
     window_steps = getattr(backend, "window_steps", None) or config.window_steps
@@ -152,8 +156,11 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
             phase = window_phase(len(windows), num_steps, seen_sizes, config.warmup_windows)
             windows.append(Window(epoch, first_step, num_steps, seconds, phase, loss))
             epoch_losses.append(loss)
+            if fault == "nan" and len(windows) > 1:
+                loss = float("nan")  # test-only: the loss a diverging run reports
             row["final_train_loss"] = loss
             if not math.isfinite(loss):
+                record_windows(row, windows, batch_size, train_time, task)
                 raise Diverged(f"training loss is {loss} at epoch {epoch + 1}, step {first_step}")
             done = epoch * steps_per_epoch + first_step + num_steps
             progress.send(epoch=epoch + 1, epochs=epochs, done=done, total=total_steps)
@@ -195,9 +202,14 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     row["total_time_s"] = time.perf_counter() - started
 
 
+def injected_fault(cell_id: str) -> str | None:
+    faults = json.loads(os.environ.get(FAULTS_VARIABLE) or "{}")
+    return faults.get(cell_id) or os.environ.get(FAULT_VARIABLE) or None
+
+
 def inject_fault(fault: str | None) -> None:
     """Test-only: fail the way real runs fail, after setup. Does nothing when unset."""
-    if not fault:
+    if not fault or fault == "nan":  # nan acts later, on the training loss
         return
     if fault == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -208,7 +220,7 @@ def inject_fault(fault: str | None) -> None:
     elif fault == "oom":
         raise RuntimeError("CUDA out of memory (injected)")
     else:
-        raise ValueError(f"unknown {FAULT_VARIABLE} {fault!r}: kill, hang, raise or oom")
+        raise ValueError(f"unknown injected fault {fault!r}: kill, hang, raise, oom or nan")
 
 
 def window_phase(index: int, num_steps: int, seen_sizes: set[int], warmup_windows: int) -> str:
@@ -245,6 +257,12 @@ def record_accuracy(
     if target is not None and accuracy >= target and row["time_to_target_s"] is None:
         row["time_to_target_s"] = train_time
         row["epochs_to_target"] = epoch
+
+
+def memory_figures(row: dict) -> str:
+    figures = [("allocator peak", row.get("peak_alloc_mb")), ("NVML", row.get("peak_nvml_mb"))]
+    figures.append(("host peak RSS", row.get("peak_rss_mb")))
+    return ", ".join(f"{name} {value:.0f} MiB" for name, value in figures if value is not None)
 
 
 def limit(data: datasets.Dataset, train: int | None, test: int | None) -> datasets.Dataset:
@@ -312,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         row.update(status="diverged", error=str(error))
     except BaseException as error:  # noqa: BLE001 - every failure becomes a row
         traceback.print_exc()
-        status = "oom" if is_oom(error) else "failed"
-        row.update(status=status, error=f"{type(error).__name__}: {error}"[-2000:])
+        message = f"{type(error).__name__}: {error}"
+        if is_oom(error):
+            row["peak_rss_mb"] = peak_rss_mb()
+            message = f"out of memory at batch size {row['batch_size']} ({memory_figures(row)}): {message}"
+        row.update(status="oom" if is_oom(error) else "failed", error=message[-2000:])
     row["peak_rss_mb"] = peak_rss_mb()
     row["total_time_s"] = row["total_time_s"] or time.perf_counter() - started
     write_atomic(args.out / "result.json", json.dumps(row, indent=1) + "\n")
