@@ -40,6 +40,14 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "torch": BackendEntry("backends.torch_backend", "TorchBackend"),
+    "jax": BackendEntry("backends.jax_backend", "JaxBackend"),
+    "keras-tensorflow": BackendEntry(
+        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "tensorflow"}
+    ),
+    "keras-jax": BackendEntry("backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "jax"}),
+    "keras-torch": BackendEntry(
+        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "torch"}
+    ),
 }
 
 

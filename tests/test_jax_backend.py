@@ -1,0 +1,154 @@
+"""The jax backend maps the IR exactly: layouts, logits against numpy, steps, modes, precision."""
+
+import numpy as np
+import pytest
+from reference import forward, softmax_cross_entropy, tiny_dataset
+
+jax = pytest.importorskip("jax")
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
+import jax.numpy as jnp  # noqa: E402
+
+from backends import Unsupported  # noqa: E402
+from backends.jax_backend import (  # noqa: E402
+    JaxBackend,
+    build_module,
+    from_flax_layout,
+    to_flax_layout,
+)
+from bench.config import RunConfig  # noqa: E402
+from bench.init import epoch_permutation, initial_weights  # noqa: E402
+from bench.tasks import TASKS, get_task  # noqa: E402
+
+
+def make_backend(task_name, **overrides):
+    task = get_task(task_name)
+    config = RunConfig(task=task_name, backend="jax", threads=2, **overrides)
+    backend = JaxBackend(config)
+    weights = initial_weights(task.layers, task.input_shape, seed=0)
+    data = tiny_dataset(task)
+    backend.setup(task, weights, data)
+    return backend, task, weights, data
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_layout_round_trip(name):
+    task = get_task(name)
+    weights = initial_weights(task.layers, task.input_shape, seed=5)
+    params = to_flax_layout(task, weights)
+    sample = jnp.zeros((1, *task.input_shape), jnp.int32 if "lstm" in name else jnp.float32)
+    expected = jax.eval_shape(build_module(task).init, jax.random.key(0), sample)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(expected)
+    assert jax.tree.map(np.shape, params) == jax.tree.map(lambda leaf: leaf.shape, expected)
+    back = from_flax_layout(task, params)
+    assert list(back) == list(weights)
+    for key in weights:
+        np.testing.assert_array_equal(back[key], weights[key])
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn", "sst2_lstm"])
+def test_logits_match_the_numpy_reference(name):
+    backend, task, weights, data = make_backend(name)
+    assert backend.param_count() == task.param_count
+    x = data.x_test[:16]
+    expected = forward(task.layers, weights, x)
+    got = backend.predict(x)
+    assert got.dtype == np.float32
+    relative = np.abs(got - expected).max() / np.abs(expected).max()
+    assert relative < 1e-4, relative
+    for key, value in backend.get_weights().items():  # nothing trained: the weights come back
+        np.testing.assert_array_equal(value, weights[key])
+
+
+def test_first_step_loss_is_the_loss_of_the_permuted_batch():
+    backend, task, weights, data = make_backend("mnist_cnn")
+    assert backend.mode == "compiled" and backend.mechanism == "jax.jit(train_step), donated"
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    backend.begin_epoch(permutation)
+    batch = permutation[: task.batch_size]
+    expected = softmax_cross_entropy(
+        forward(task.layers, weights, data.x_train[batch]), data.y_train[batch]
+    )
+    loss = backend.run_steps(0, 1)
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(expected, rel=1e-4)
+    assert not np.array_equal(backend.get_weights()["0_conv2d/kernel"], weights["0_conv2d/kernel"])
+
+
+def test_training_reduces_the_loss_and_evaluates():
+    backend, task, weights, data = make_backend("mnist_cnn")
+    backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
+    first = backend.run_steps(0, 1)
+    for _ in range(5):
+        last = backend.run_steps(0, 4)
+    assert last < first
+    accuracy, loss = backend.evaluate()
+    assert isinstance(accuracy, float) and isinstance(loss, float)
+    assert 0.0 <= accuracy <= 1.0 and np.isfinite(loss)
+    assert backend.memory_peak_bytes() is None  # the cpu client keeps no allocator statistics
+
+
+def test_fused_mode_matches_compiled():
+    compiled, task, weights, data = make_backend("mnist_cnn")
+    fused, *_ = make_backend("mnist_cnn", mode="fused")
+    assert fused.mechanism.startswith("jax.jit(lax.scan over")
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    compiled.begin_epoch(permutation)
+    fused.begin_epoch(permutation)
+    compiled_loss = [compiled.run_steps(step, 1) for step in range(4)][-1]
+    fused_loss = fused.run_steps(0, 4)  # one dispatch
+    assert isinstance(fused_loss, float)
+    assert fused_loss == pytest.approx(compiled_loss, rel=1e-5)
+    expected = compiled.get_weights()
+    for key, value in fused.get_weights().items():
+        np.testing.assert_allclose(value, expected[key], rtol=1e-4, atol=1e-6)
+    fused.run_steps(0, 4)
+    assert list(fused.fused_functions) == [4]  # one compiled function per window length
+
+
+def test_eager_mode_runs_op_by_op_and_matches_compiled():
+    compiled, task, weights, data = make_backend("mnist_cnn")
+    eager, *_ = make_backend("mnist_cnn", mode="eager")
+    assert "disable_jit" in eager.mechanism
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    losses = []
+    for backend in (compiled, eager):
+        backend.begin_epoch(permutation)
+        losses.append([backend.run_steps(step, 1) for step in range(2)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_bf16_computes_in_bf16_with_fp32_params_and_optimizer_state():
+    backend, task, weights, data = make_backend("mnist_cnn", precision="bf16")
+    jaxpr = str(jax.make_jaxpr(backend.model.apply)({"params": backend.params}, data.x_test[:2]))
+    assert "conv_general_dilated" in jaxpr and "bf16[2,26,26,32]" in jaxpr
+    backend.begin_epoch(np.arange(256, dtype=np.int32))
+    assert np.isfinite(backend.run_steps(0, 2))
+    for leaf in jax.tree.leaves((backend.params, backend.opt_state)):
+        assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype  # int32: Adam's step count
+    assert backend.predict(data.x_test[:4]).dtype == np.float32
+
+
+def test_unsupported_configurations_say_why():
+    with pytest.raises(Unsupported, match="tf32"):
+        JaxBackend(RunConfig(task="mnist_cnn", backend="jax", precision="tf32"))
+
+
+@pytest.mark.skipif(bool(jax.devices()) and jax.devices()[0].platform == "gpu", reason="a GPU")
+def test_cuda_without_a_gpu_is_an_error_not_a_silent_cpu_run():
+    with pytest.raises(RuntimeError, match="no GPU"):
+        JaxBackend(RunConfig(task="mnist_cnn", backend="jax", device="cuda"))
+
+
+def test_fp32_sets_matmul_precision_to_highest():
+    jax.config.update("jax_default_matmul_precision", None)
+    JaxBackend(RunConfig(task="mnist_cnn", backend="jax"))
+    assert jax.config.jax_default_matmul_precision == "highest"
+
+
+def test_steps_past_the_epoch_are_refused():
+    backend, task, weights, data = make_backend("mnist_cnn")
+    backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
+    with pytest.raises(ValueError, match="past the epoch"):
+        backend.run_steps(3, 2)  # 256 samples make 4 batches of 64
