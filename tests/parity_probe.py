@@ -33,7 +33,8 @@ def probe(backend_name: str, mode: str = "default") -> dict[str, np.ndarray]:
     for name, task in TASKS.items():
         config = RunConfig(task=name, backend=backend_name, mode=mode, threads=2, seed=0)
         backend = load_backend_class(backend_name)(config)
-        data = tiny_dataset(task)
+        # enough samples for STEPS full batches of the task's own batch size
+        data = tiny_dataset(task, train=task.batch_size * (STEPS + 1))
         backend.setup(task, initial_weights(task.layers, task.input_shape, seed=0), data)
         results[f"{name}/params"] = np.array(backend.param_count())
         results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])

@@ -1,0 +1,446 @@
+"""Keras 3 backend: the IR as a keras.Sequential, trained with compile + fit, on any Keras backend.
+
+One adapter, registered three times (keras-tensorflow, keras-jax, keras-torch): the worker sets
+KERAS_BACKEND before anything imports keras, so `keras.backend.backend()` says which one runs.
+
+How it trains and is timed: `model.compile(...)` once, then one `model.fit(..., epochs=1,
+shuffle=False, verbose=0)` per timed window (run_steps), over that window's slice of the epoch.
+begin_epoch gathers x[permutation] once, on the device, outside every window, so the batches
+come in the harness's order with no Keras-side shuffling. fit returns after it has read the
+epoch's logs to the host, and run_steps then reads the last loss as a float: the window ends with
+the device idle. Each fit call costs a fixed setup (data adapter, iterator, callbacks; measured
+on a 2-core CPU: ~0-2 ms on JAX and torch, ~10 ms on TensorFlow with the tf.data input below,
+~45 ms with Keras' array adapter), which a user pays once per epoch. So a Keras window is at
+least a quarter epoch (`window_steps`, WINDOWS_PER_EPOCH), which keeps that cost to about 1% of
+a window and still gives a few step-time samples per epoch. fit's input is the window's device
+tensors: as arrays on JAX and torch (Keras' adapters slice them in order), as a batched
+tf.data.Dataset on TensorFlow (Keras' array adapter would trace a new tf.data map every call).
+
+Modes map to Keras' own compile switches (the row's `mechanism` spells out the one used and
+what Keras' default jit_compile="auto" resolves to on the machine):
+  default   compile's defaults (jit_compile="auto"): jax.jit on JAX, eager on torch, XLA on a
+            TensorFlow with a GPU and a tf.function graph without XLA on a CPU-only TensorFlow
+            (resolved mode: `eager` on torch, `compiled` elsewhere)
+  eager     run_eagerly=True
+  compiled  jit_compile=True: XLA on TensorFlow, jax.jit on JAX, torch.compile on torch
+  fused     steps_per_execution = --window-steps, compilation as by default (TensorFlow: a
+            tf.while_loop in one tf.function; JAX: a Python loop over the jitted step, not one
+            dispatch); Keras' torch backend has no steps_per_execution: a `skipped` row.
+
+Precision: fp32 (TF32 off in the framework underneath), tf32 (cuda only), bf16 (Keras'
+`mixed_bfloat16` policy on every layer: bf16 compute, fp32 variables).
+Adam, as the spec (torch, optax) defines it: Keras adds epsilon to sqrt(v) before the bias
+correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embedding's sparse
+gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
+by one, which is wrong for a token seen twice in a batch).
+The loss fit logs is a running mean over the fit call; run_steps returns the last step's own
+loss, which `LastLossSequential` keeps in a one-variable metric.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:
+    import keras
+    from keras import ops
+except ImportError as error:  # e.g. KERAS_BACKEND=tensorflow on a machine without TensorFlow
+    raise ImportError(
+        f"Keras on its {os.environ.get('KERAS_BACKEND', 'tensorflow')!r} backend needs "
+        f"{error.name or 'a package'} installed, and it is not: {error}"
+    ) from error
+
+from backends import Unsupported
+from bench import data as datasets
+from bench.config import RunConfig
+from bench.init import Weights
+from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+from bench.tasks import TaskSpec, get_task
+
+EVAL_BATCH = 1024
+WINDOWS_PER_EPOCH = 4  # timed windows (fit calls) per epoch, at most: see the module docstring
+FRAMEWORK = keras.backend.backend()  # "tensorflow" | "jax" | "torch", from KERAS_BACKEND
+
+
+class LastValue(keras.metrics.Metric):
+    """A metric that holds the last value it was given (fit's own loss is a running mean)."""
+
+    def __init__(self, name: str = "last_loss") -> None:
+        super().__init__(name=name)
+        self.last = self.add_variable(shape=(), initializer="zeros", name="last")
+
+    def update_state(self, value) -> None:
+        self.last.assign(ops.cast(value, self.last.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.last)
+
+
+class LastLossSequential(keras.Sequential):
+    """keras.Sequential whose fit logs also carry `last_loss`: the loss of the latest step."""
+
+    def __init__(self, layers: list[keras.Layer]) -> None:
+        super().__init__(layers)
+        self.last_loss = LastValue()
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        self.last_loss.update_state(loss)
+        return loss
+
+
+def spec_adam(learning_rate: float, beta_1: float, beta_2: float, epsilon: float):
+    """Keras' Adam (the backend's own variant) with the spec's epsilon placement.
+
+    Keras: var -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps_keras). With
+    eps_keras = eps * sqrt(1 - b2^t) this is lr * m_hat / (sqrt(v_hat) + eps), the spec's update.
+    Subclassing the class Keras picks for this backend keeps its fast path (torch: _foreach).
+    """
+    base = type(keras.optimizers.Adam())
+
+    class SpecAdam(base):
+        def update_step(self, gradient, variable, learning_rate):
+            super().update_step(dense_gradient(gradient), variable, learning_rate)
+
+        @property
+        def epsilon(self):
+            step = ops.cast(self.iterations + 1, "float32")
+            return self.spec_epsilon * ops.sqrt(1.0 - ops.power(self.beta_2, step))
+
+        @epsilon.setter
+        def epsilon(self, value: float) -> None:
+            self.spec_epsilon = value
+
+    return SpecAdam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+
+
+def dense_gradient(gradient):
+    """TensorFlow gives an Embedding's gradient as IndexedSlices, one row per lookup, and Keras'
+    Adam squares those rows one by one: a token seen n times in a batch gets sum(g_i^2) as its
+    second moment instead of (sum g_i)^2. Summed into a dense gradient first (as torch and JAX
+    have it), the update is the spec's. Other gradients pass through unchanged."""
+    if FRAMEWORK == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(gradient, tf.IndexedSlices):
+            return tf.convert_to_tensor(gradient)
+    return gradient
+
+
+def build_layers(task: TaskSpec, dtype: str) -> list[keras.Layer]:
+    """The IR as Keras layers: the canonical layout is Keras' own, so weights map unchanged."""
+    layers: list[keras.Layer] = []
+    for layer in task.layers:
+        if isinstance(layer, Conv2D):
+            layers.append(
+                keras.layers.Conv2D(
+                    layer.filters,
+                    layer.kernel_size,
+                    padding=layer.padding,
+                    activation=layer.activation,
+                    dtype=dtype,
+                )
+            )
+        elif isinstance(layer, MaxPool2D):
+            layers.append(keras.layers.MaxPooling2D(layer.pool_size, dtype=dtype))
+        elif isinstance(layer, Flatten):
+            layers.append(keras.layers.Flatten(dtype=dtype))
+        elif isinstance(layer, Dense):
+            layers.append(keras.layers.Dense(layer.units, activation=layer.activation, dtype=dtype))
+        elif isinstance(layer, Embedding):
+            layers.append(keras.layers.Embedding(layer.vocab_size, layer.dim, dtype=dtype))
+        elif isinstance(layer, LSTM):
+            layers.append(keras.layers.LSTM(layer.units, dtype=dtype))
+        else:
+            raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
+    return layers
+
+
+class TensorflowSupport:
+    """What Keras leaves to the framework underneath: flags, device, versions, memory."""
+
+    def __init__(self, device: str, precision: str, threads: int) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.device = device
+        tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError:  # the runtime already started (a second backend in one process)
+            pass
+        if device == "cuda" and not tf.config.list_physical_devices("GPU"):
+            raise RuntimeError(
+                f"device cuda was requested but TensorFlow {tf.__version__} sees no GPU "
+                f"(built with CUDA: {tf.test.is_built_with_cuda()}); refusing to run on cpu"
+            )
+
+    def versions(self) -> dict[str, str]:
+        versions = {"tensorflow": self.tf.__version__}
+        if self.device == "cuda":
+            build = self.tf.sysconfig.get_build_info()
+            versions.update(
+                cuda=str(build.get("cuda_version")), cudnn=str(build.get("cudnn_version"))
+            )
+        return versions
+
+    def device_name(self) -> str | None:
+        if self.device != "cuda":
+            return None
+        gpu = self.tf.config.list_physical_devices("GPU")[0]
+        return self.tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+
+    def memory_peak_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        return int(self.tf.config.experimental.get_memory_info("GPU:0")["peak"])
+
+    def fit_data(self, x, y, batch_size: int) -> dict:
+        """fit's input: the window's tensors, batched in order, with no tf.data background
+        threads (on a small CPU they compete with the step's). Keras' own array adapter would
+        build (and trace) a tf.data map and prefetch for every fit call, about 45 ms a call."""
+        options = self.tf.data.Options()
+        options.autotune.enabled = False
+        options.threading.private_threadpool_size = 1
+        dataset = self.tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        return {"x": dataset.with_options(options)}
+
+
+class JaxSupport:
+    """The same for JAX."""
+
+    def __init__(self, device: str, precision: str, threads: int) -> None:
+        import jax
+
+        self.jax = jax
+        self.device = device
+        # fp32 and bf16: fp32 matmuls at full precision; tf32: TF32 tensor cores for them.
+        matmul_precision = "tensorfloat32" if precision == "tf32" else "highest"
+        jax.config.update("jax_default_matmul_precision", matmul_precision)
+        platform = jax.devices()[0].platform
+        if (device == "cuda") != (platform == "gpu"):
+            raise RuntimeError(f"device {device} was requested but JAX runs on {platform}")
+
+    def versions(self) -> dict[str, str]:
+        import jaxlib
+
+        return {"jax": self.jax.__version__, "jaxlib": jaxlib.__version__}
+
+    def device_name(self) -> str | None:
+        return self.jax.devices()[0].device_kind if self.device == "cuda" else None
+
+    def memory_peak_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        stats = self.jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+
+    def fit_data(self, x, y, batch_size: int) -> dict:
+        return {"x": x, "y": y, "batch_size": batch_size}  # Keras' array adapter: ~0 ms a call
+
+
+class TorchSupport:
+    """The same for torch."""
+
+    def __init__(self, device: str, precision: str, threads: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.set_num_threads(threads)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "device cuda was requested but torch.cuda.is_available() is False (torch "
+                f"{torch.__version__}, CUDA build {torch.version.cuda}); refusing to run on cpu"
+            )
+
+    def versions(self) -> dict[str, str]:
+        versions = {"torch": self.torch.__version__}
+        if self.device == "cuda":
+            versions["cuda"] = str(self.torch.version.cuda)
+        return versions
+
+    def device_name(self) -> str | None:
+        return self.torch.cuda.get_device_name() if self.device == "cuda" else None
+
+    def memory_peak_bytes(self) -> int | None:
+        if self.device != "cuda":
+            return None
+        return int(self.torch.cuda.max_memory_allocated())
+
+    def fit_data(self, x, y, batch_size: int) -> dict:
+        return {"x": x, "y": y, "batch_size": batch_size}  # Keras' DataLoader over the tensors
+
+
+FRAMEWORK_SUPPORT = {"tensorflow": TensorflowSupport, "jax": JaxSupport, "torch": TorchSupport}
+# What compile(jit_compile=True) is on each Keras backend, and what jit_compile=False is.
+JIT_ON = {"tensorflow": "XLA", "jax": "jax.jit", "torch": "torch.compile(inductor)"}
+JIT_OFF = {"tensorflow": "tf.function graph, no XLA", "jax": "no jax.jit", "torch": "eager"}
+# What steps_per_execution > 1 makes of the steps (Keras' torch backend has none).
+FUSED = {"tensorflow": "a tf.while_loop in one call", "jax": "a Python loop of jitted steps"}
+
+
+def cudnn_lstm(task: TaskSpec, device: str) -> bool:
+    """Keras runs an LSTM on TensorFlow with a GPU as a cuDNN kernel, which XLA cannot compile."""
+    has_lstm = any(isinstance(layer, LSTM) for layer in task.layers)
+    return FRAMEWORK == "tensorflow" and device == "cuda" and has_lstm
+
+
+def auto_jit_compile(task: TaskSpec, device: str) -> bool:
+    """What compile's default jit_compile="auto" resolves to (Keras' _resolve_auto_jit_compile):
+    off on torch; on TensorFlow off on a CPU-only machine and for a cuDNN LSTM; else on."""
+    if FRAMEWORK == "torch" or (FRAMEWORK == "tensorflow" and device == "cpu"):
+        return False
+    return not cudnn_lstm(task, device)
+
+
+def compile_switches(requested_mode: str) -> dict[str, object]:
+    """Keras' own switches per mode; `default` and `fused` keep Keras' default compilation."""
+    if requested_mode == "eager":
+        return {"run_eagerly": True, "jit_compile": False}
+    if requested_mode == "compiled":
+        return {"run_eagerly": False, "jit_compile": True}
+    return {"run_eagerly": False, "jit_compile": "auto"}
+
+
+def check_supported(mode: str, switches: dict, task: TaskSpec, config: RunConfig) -> None:
+    if mode == "fused" and FRAMEWORK == "torch":
+        raise Unsupported(
+            "fused mode is Keras' steps_per_execution > 1, which Keras' torch backend does not "
+            "support (Keras 3 raises 'steps_per_execution must be 1 with the PyTorch backend')"
+        )
+    if switches["jit_compile"] is True and cudnn_lstm(task, config.device):
+        raise Unsupported("Keras turns jit_compile off for a cuDNN LSTM on TensorFlow's GPU")
+    if config.precision == "tf32" and config.device == "cpu":
+        raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
+
+
+class KerasBackend:
+    framework = f"keras-{FRAMEWORK}"
+    # What compile's defaults give Keras users: eager on torch, a compiled step elsewhere (on a
+    # CPU-only TensorFlow that is a tf.function graph without XLA; the mechanism says which).
+    default_mode = "eager" if FRAMEWORK == "torch" else "compiled"
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        task = get_task(config.task)
+        self.mode = self.default_mode if config.mode == "default" else config.mode
+        self.switches = compile_switches(config.mode)
+        self.steps_per_execution = config.window_steps if self.mode == "fused" else 1
+        check_supported(self.mode, self.switches, task, config)
+        threads = config.threads or os.cpu_count() or 1
+        self.support = FRAMEWORK_SUPPORT[FRAMEWORK](config.device, config.precision, threads)
+        keras.utils.set_random_seed(config.seed)
+        self.dtype_policy = "mixed_bfloat16" if config.precision == "bf16" else "float32"
+        self.window_steps: int | None = None  # set in setup, from the epoch's length
+        self.auto_jit = auto_jit_compile(task, config.device)
+        planned = self.switches["jit_compile"]
+        self.mechanism = self.describe(self.auto_jit if planned == "auto" else planned)
+
+    def describe(self, jit_compile: bool) -> str:
+        """The mechanism column: Keras' switches as used, and what "auto" resolves to here."""
+        if self.switches["run_eagerly"]:
+            switch = "run_eagerly=True"
+        else:
+            resolved = JIT_ON[FRAMEWORK] if jit_compile else JIT_OFF[FRAMEWORK]
+            switch = f"jit_compile={self.switches['jit_compile']!r} -> {jit_compile} ({resolved})"
+        auto = JIT_ON[FRAMEWORK] if self.auto_jit else JIT_OFF[FRAMEWORK]
+        steps = f"steps_per_execution={self.steps_per_execution}"
+        if self.steps_per_execution > 1:
+            steps += f" ({FUSED[FRAMEWORK]})"
+        auto_note = f"Keras' default jit_compile='auto' is {self.auto_jit} ({auto}) here"
+        return f"fit, {switch}, {steps}; {auto_note}"
+
+    def versions(self) -> dict[str, str]:
+        return {"keras": keras.__version__, **self.support.versions()}
+
+    def device_name(self) -> str | None:
+        return self.support.device_name()
+
+    def setup(self, task: TaskSpec, weights: Weights, data: datasets.Dataset) -> None:
+        self.task = task
+        self.batch_size = self.config.batch_size or task.batch_size
+        steps_per_epoch = len(data.y_train) // self.batch_size
+        # One fit call per window: at least a quarter epoch, so fit's per-call cost stays small.
+        self.window_steps = max(self.config.window_steps, -(-steps_per_epoch // WINDOWS_PER_EPOCH))
+        input_dtype = "int32" if np.issubdtype(data.x_train.dtype, np.integer) else "float32"
+        inputs = keras.Input(shape=task.input_shape, dtype=input_dtype)
+        self.keras_layers = build_layers(task, self.dtype_policy)
+        self.model = LastLossSequential([inputs, *self.keras_layers])
+        self.load_weights(weights)
+        adam = task.optimizer
+        self.model.compile(
+            optimizer=spec_adam(adam.learning_rate, adam.beta_1, adam.beta_2, adam.epsilon),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            steps_per_execution=self.steps_per_execution,
+            **self.switches,
+        )
+        jit_compile = bool(self.model.jit_compile) and not self.model.run_eagerly
+        if self.switches["jit_compile"] is True and not jit_compile:
+            raise Unsupported(f"Keras turned jit_compile off for this model on {FRAMEWORK}")
+        self.mechanism = self.describe(jit_compile)
+        self.x_train = ops.convert_to_tensor(data.x_train)  # on the device, as Keras places it
+        self.y_train = ops.convert_to_tensor(data.y_train)
+        self.x_test, self.y_test = ops.convert_to_tensor(data.x_test), data.y_test
+
+    def load_weights(self, weights: Weights) -> None:
+        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
+            for variable in keras_layer.weights:  # Keras' names are the canonical ones
+                value = weights[f"{layer_name(index, layer)}/{variable.name}"]
+                assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
+                variable.assign(value)
+
+    def get_weights(self) -> Weights:
+        weights = {}
+        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
+            for variable in keras_layer.weights:
+                key = f"{layer_name(index, layer)}/{variable.name}"
+                weights[key] = np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
+        return weights
+
+    def begin_epoch(self, permutation: np.ndarray) -> None:
+        order = ops.convert_to_tensor(permutation.astype(np.int32))
+        self.x_epoch = ops.take(self.x_train, order, axis=0)
+        self.y_epoch = ops.take(self.y_train, order, axis=0)
+        self.epoch_size = len(permutation)
+
+    def run_steps(self, first_step: int, num_steps: int) -> float:
+        start, stop = first_step * self.batch_size, (first_step + num_steps) * self.batch_size
+        if stop > self.epoch_size:
+            raise ValueError(
+                f"steps [{first_step}, {first_step + num_steps}) run past the epoch's "
+                f"{self.epoch_size // self.batch_size} batches of {self.batch_size}"
+            )
+        window = self.support.fit_data(
+            self.x_epoch[start:stop], self.y_epoch[start:stop], self.batch_size
+        )
+        history = self.model.fit(**window, epochs=1, shuffle=False, verbose=0)
+        return float(history.history["last_loss"][-1])  # a host value: the device is idle
+
+    def logits(self, x) -> np.ndarray:
+        """Keras' predict, on numpy or device tensors: float32 numpy logits (bf16 cast up)."""
+        return np.asarray(self.model.predict(x, batch_size=EVAL_BATCH, verbose=0), np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x)
+
+    def evaluate(self) -> tuple[float, float]:
+        """Accuracy and mean cross-entropy on the test split, from predict's logits."""
+        logits = self.logits(self.x_test).astype(np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        labels = self.y_test.astype(np.int64)
+        loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+        return float((logits.argmax(axis=1) == labels).mean()), loss
+
+    def memory_peak_bytes(self) -> int | None:
+        return self.support.memory_peak_bytes()
+
+    def param_count(self) -> int:
+        return int(sum(np.prod(variable.shape) for variable in self.model.trainable_weights))
