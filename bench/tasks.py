@@ -97,7 +97,10 @@ MNIST_CNN = TaskSpec(
     batch_size=64,
     epochs=5,
     target_accuracy=0.98,
-    target_source="issue #2 (seed model); reached after epoch 1 by torch fp32 on CPU here",
+    target_source=(
+        "issue #2 (seed model); measured 2026-11-24, torch fp32 CPU seed 0: 0.9737 after "
+        "epoch 1, 0.9816 after epoch 3, 0.9842 final"
+    ),
     description="MNIST, Conv32-Pool-Dense64-Dense10 (347,146 parameters)",
 )
 
@@ -108,7 +111,10 @@ FASHION_MNIST_CNN = TaskSpec(
     batch_size=64,
     epochs=5,
     target_accuracy=0.89,
-    target_source="measured: torch fp32 CPU, seed 0, reached 0.8996 after epoch 4 of 5",
+    target_source=(
+        "measured 2026-11-24, torch fp32 CPU seed 0: 0.8894 after epoch 2, 0.8977 after "
+        "epoch 3, 0.9041 final; target set a point below the final accuracy"
+    ),
     description="Fashion-MNIST, the MNIST CNN",
 )
 
@@ -132,8 +138,11 @@ SST2_LSTM = TaskSpec(
     layers=text_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=0.78,
-    target_source="measured: torch fp32 CPU, seed 0, best dev accuracy 0.80 over 3 epochs",
+    target_accuracy=0.80,
+    target_source=(
+        "measured 2026-11-24, torch fp32 CPU seed 0: dev accuracy 0.8303 after epoch 1, "
+        "0.8154 final (it overfits after epoch 1); target below the final accuracy"
+    ),
     description="SST-2 (dev split as test), Embedding(20000,128)-LSTM(128)-Dense(2), 64 tokens",
 )
 
@@ -143,8 +152,11 @@ IMDB_LSTM = TaskSpec(
     layers=text_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=0.84,
-    target_source="measured: torch fp32 CPU, seed 0, best test accuracy 0.85 over 3 epochs",
+    target_accuracy=0.85,
+    target_source=(
+        "measured 2026-11-24, torch fp32 CPU seed 0: test accuracy 0.8598 after epoch 1, "
+        "0.8682 after epoch 2, 0.8618 final; target below the final accuracy"
+    ),
     description="IMDB reviews, Embedding(20000,128)-LSTM(128)-Dense(2), last 200 tokens",
 )
 
