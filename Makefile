@@ -21,44 +21,52 @@ REPORT_ARGS ?=
 
 # The stamp is keyed on the dependency list: a new pyproject.toml rebuilds the venv from scratch.
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
-BIN := $(VENV)/bin
+# NOVENV=1 uses $(PYTHON) as it is, with no venv: for a machine without network that already has
+# the frameworks (the lent GPU machine: `source .gpu/setup.sh && make test-gpu NOVENV=1`).
+NOVENV ?=
+ifeq ($(NOVENV),1)
+PY := $(PYTHON)
+STAMP :=
+else
+PY := $(VENV)/bin/python
+endif
 
 .PHONY: venv bench test test-slow test-gpu lint format clean report
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(VENV)/.stamp-%: pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[all,dev]'
 	touch $@
 
 bench: venv
-	$(BIN)/bench run --suite $(SUITE) --device $(DEVICE) --precision $(PRECISION) --mode $(MODE) \
+	$(PY) -m bench run --suite $(SUITE) --device $(DEVICE) --precision $(PRECISION) --mode $(MODE) \
 		$(if $(TASKS),--tasks $(TASKS)) $(if $(BACKENDS),--backends $(BACKENDS)) \
 		$(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 # make report  tables, plots and report.html (RUNS=dirs; default: every run under results/)
 report: venv
-	$(BIN)/bench report $(RUNS) $(REPORT_ARGS)
+	$(PY) -m bench report $(RUNS) $(REPORT_ARGS)
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: venv
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 test-gpu: venv
-	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 format: venv
-	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format .
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

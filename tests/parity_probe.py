@@ -1,6 +1,6 @@
 """Runs one backend over every task on tiny data and saves what the parity tests compare.
 
-    python tests/parity_probe.py BACKEND OUT.npz [MODE]
+    python tests/parity_probe.py BACKEND OUT.npz [MODE [DEVICE]]
 
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
@@ -28,10 +28,12 @@ STEPS = 5
 PROBE_BATCH = 16
 
 
-def probe(backend_name: str, mode: str = "default") -> dict[str, np.ndarray]:
+def probe(backend_name: str, mode: str = "default", device: str = "cpu") -> dict[str, np.ndarray]:
     results = {}
     for name, task in TASKS.items():
-        config = RunConfig(task=name, backend=backend_name, mode=mode, threads=2, seed=0)
+        config = RunConfig(
+            task=name, backend=backend_name, mode=mode, device=device, threads=2, seed=0
+        )
         backend = load_backend_class(backend_name)(config)
         # enough samples for STEPS full batches of the task's own batch size
         data = tiny_dataset(task, train=task.batch_size * (STEPS + 1))
@@ -47,4 +49,5 @@ def probe(backend_name: str, mode: str = "default") -> dict[str, np.ndarray]:
 if __name__ == "__main__":
     backend_name, out = sys.argv[1], sys.argv[2]
     mode = sys.argv[3] if len(sys.argv) > 3 else "default"
-    np.savez(out, **probe(backend_name, mode))
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    np.savez(out, **probe(backend_name, mode, device))
