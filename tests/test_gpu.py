@@ -127,11 +127,11 @@ def test_the_text_task_trains_on_the_gpu(tmp_path, data_dir):
     check_rows(rows, minimum_accuracy=0.75)
 
 
-def probe(backend: str, tmp_path: Path) -> dict[str, np.ndarray]:
-    out = tmp_path / f"{backend}.npz"
+def probe(backend: str, tmp_path: Path, mode: str = "default") -> dict[str, np.ndarray]:
+    out = tmp_path / f"{backend}-{mode}.npz"
     env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, device="cuda"))
     result = subprocess.run(
-        [sys.executable, str(HERE / "parity_probe.py"), backend, str(out), "default", "cuda"],
+        [sys.executable, str(HERE / "parity_probe.py"), backend, str(out), mode, "cuda"],
         env=env,
         capture_output=True,
         text=True,
@@ -157,3 +157,14 @@ def test_cuda_parity_with_torch(backend, tmp_path):
         if not (relative < 1e-3).all():
             failures.append(f"{task}: step losses {got} vs torch {expected} (rel {relative})")
     assert not failures, "\n".join(failures)
+
+
+def test_torch_fused_cuda_graph_trains_what_eager_trains(tmp_path):
+    """The fused mode's captured graph replays exactly the eager step: same five losses."""
+    if "torch" not in INSTALLED:
+        pytest.skip("torch is not installed")
+    eager, fused = probe("torch", tmp_path, "eager"), probe("torch", tmp_path, "fused")
+    for task in TASKS:
+        np.testing.assert_allclose(
+            fused[f"{task}/losses"], eager[f"{task}/losses"], rtol=1e-5, err_msg=task
+        )
