@@ -18,11 +18,11 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench.data import Dataset
 from torch import nn
 
 from backends import Unsupported
 from bench.config import RunConfig
+from bench.data import Dataset
 from bench.init import Weights
 from bench.layers import (
     LSTM,
