@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from bench.data import DATASETS
 
+from bench.data import DATASETS
 from bench.init import epoch_permutation, initial_weights
 from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, param_shapes
 from bench.tasks import TASKS, get_task
