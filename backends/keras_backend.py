@@ -40,6 +40,7 @@ loss, which `LastLossSequential` keeps in a one-variable metric.
 from __future__ import annotations
 
 import os
+import random
 
 import numpy as np
 
@@ -321,6 +322,21 @@ def check_supported(mode: str, switches: dict, task: TaskSpec, config: RunConfig
         raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
 
 
+def seed_frameworks(seed: int) -> None:
+    """Python's, numpy's and the framework's seeds. Not keras.utils.set_random_seed: it imports
+    TensorFlow whenever it is installed, and a TensorFlow loaded beside torch or JAX (its thread
+    pools, its own oneDNN) is a cost the Keras-on-torch/JAX rows must not carry. Nothing random
+    is drawn in a run anyway: the weights come from bench/init.py and the model has no dropout."""
+    random.seed(seed)
+    np.random.seed(seed)
+    if FRAMEWORK == "tensorflow":
+        keras.utils.set_random_seed(seed)
+    elif FRAMEWORK == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
 class KerasBackend:
     framework = f"keras-{FRAMEWORK}"
     # What compile's defaults give Keras users: eager on torch, a compiled step elsewhere (on a
@@ -336,7 +352,7 @@ class KerasBackend:
         check_supported(self.mode, self.switches, task, config)
         threads = config.threads or os.cpu_count() or 1
         self.support = FRAMEWORK_SUPPORT[FRAMEWORK](config.device, config.precision, threads)
-        keras.utils.set_random_seed(config.seed)
+        seed_frameworks(config.seed)
         self.dtype_policy = "mixed_bfloat16" if config.precision == "bf16" else "float32"
         self.window_steps: int | None = None  # set in setup, from the epoch's length
         self.auto_jit = auto_jit_compile(task, config.device)

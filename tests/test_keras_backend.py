@@ -137,6 +137,7 @@ def probe(backend_name: str) -> dict:
         "tasks": tasks,
         "bf16": probe_bf16(backend_name),
         "tf32_on_cpu": probe_tf32_on_cpu(backend_name),
+        "tensorflow_loaded": "tensorflow" in sys.modules,
     }
 
 
@@ -236,3 +237,10 @@ def test_tf32_on_cpu_is_unsupported(probed):
 
 if __name__ == "__main__":
     Path(sys.argv[2]).write_text(json.dumps(probe(sys.argv[1]), indent=1))
+
+
+def test_only_keras_tensorflow_loads_tensorflow(probed):
+    """A TensorFlow loaded beside torch or JAX (keras.utils.set_random_seed imports it) would
+    put its runtime into the keras-torch and keras-jax processes: it must stay out."""
+    backend, result = probed
+    assert result["tensorflow_loaded"] == (backend == "keras-tensorflow")
