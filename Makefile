@@ -2,6 +2,10 @@
 # make test    the test suite (fast default run); test-slow / test-gpu run the marked tests
 # make report  comparison tables, plots and report.html from run directories (RUNS=...)
 # make lint    ruff check + ruff format --check
+# make gate    regression gate: a run (CURRENT, default the newest under results/) against a
+#              baseline (BASELINE, default the committed CPU quick-suite one); exit 1 on regression
+# make baseline RUN=results/<run-id>   write BASELINE from a run (refresh a baseline)
+# make bench-pytest  pytest-benchmark step-time benchmarks, each backend in its own process
 # Every target builds or refreshes the local venv first when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -18,6 +22,12 @@ ARGS ?=
 PYTEST_ARGS ?=
 RUNS ?= results
 REPORT_ARGS ?=
+BASELINE ?= results/baselines/cpu-quick.csv
+CURRENT ?= results
+GATE_ARGS ?=
+RUN ?=
+BENCH_PYTEST_DIR ?= .benchmarks/pytest
+BENCH_PYTEST_BACKENDS ?= torch jax keras-tensorflow keras-jax keras-torch
 
 # The stamp is keyed on the dependency list: a new pyproject.toml rebuilds the venv from scratch.
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
@@ -31,7 +41,7 @@ else
 PY := $(VENV)/bin/python
 endif
 
-.PHONY: venv bench test test-slow test-gpu lint format clean report
+.PHONY: venv bench test test-slow test-gpu lint format clean report overhead gate baseline bench-pytest
 
 venv: $(STAMP)
 
@@ -51,6 +61,25 @@ bench: venv
 report: venv
 	$(PY) -m bench report $(RUNS) $(REPORT_ARGS)
 
+# make gate  CURRENT: run directories, a folder of them (its newest) or pytest-benchmark JSON
+gate: venv
+	$(PY) -m bench gate --baseline $(BASELINE) --current $(CURRENT) $(GATE_ARGS)
+
+baseline: venv
+	@test -n "$(RUN)" || { echo "usage: make baseline RUN=results/<run-id> [BASELINE=$(BASELINE)]" >&2; exit 2; }
+	$(PY) -m bench baseline $(RUN) --out $(BASELINE)
+
+# One process per backend (Keras fixes its backend per process); JSON per backend, with the raw
+# round times (--benchmark-save-data) that `bench gate` needs; then pytest-benchmark's own table.
+bench-pytest: venv
+	mkdir -p $(BENCH_PYTEST_DIR)
+	for backend in $(BENCH_PYTEST_BACKENDS); do \
+		BENCH_PYTEST_BACKEND=$$backend $(PY) -m pytest tests/benchmarks -m benchmarks \
+			--benchmark-save-data --benchmark-json=$(BENCH_PYTEST_DIR)/$$backend.json \
+			$(PYTEST_ARGS) || exit 1; \
+	done
+	$(PY) -m pytest_benchmark compare $(BENCH_PYTEST_DIR)/*.json
+
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -59,6 +88,11 @@ test-slow: venv
 
 test-gpu: venv
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+# make overhead   the harness's step time against bare hand-written loops (tests/overhead.py)
+overhead: venv
+	$(PY) tests/overhead.py --device $(DEVICE) $(if $(BACKENDS),--backends $(BACKENDS)) \
+		$(if $(filter-out default,$(MODE)),--modes $(MODE))
 
 lint: venv
 	$(PY) -m ruff check .

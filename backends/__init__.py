@@ -28,6 +28,7 @@ The interface every backend class implements (the worker never branches on the f
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
 
 
@@ -36,19 +37,30 @@ class BackendEntry:
     module: str
     class_name: str
     environment: dict[str, str] = field(default_factory=dict)  # set before the process starts
+    requires: tuple[str, ...] = ()  # the modules it imports: without them it cannot run
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "torch": BackendEntry("backends.torch_backend", "TorchBackend"),
-    "jax": BackendEntry("backends.jax_backend", "JaxBackend"),
+    "torch": BackendEntry("backends.torch_backend", "TorchBackend", requires=("torch",)),
+    "jax": BackendEntry("backends.jax_backend", "JaxBackend", requires=("jax", "flax", "optax")),
     "keras-tensorflow": BackendEntry(
-        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "tensorflow"}
+        "backends.keras_backend",
+        "KerasBackend",
+        {"KERAS_BACKEND": "tensorflow"},
+        ("keras", "tensorflow"),
     ),
-    "keras-jax": BackendEntry("backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "jax"}),
+    "keras-jax": BackendEntry(
+        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "jax"}, ("keras", "jax")
+    ),
     "keras-torch": BackendEntry(
-        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "torch"}
+        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "torch"}, ("keras", "torch")
     ),
 }
+
+
+def missing_modules(name: str) -> list[str]:
+    """The modules backend `name` needs that are not installed (found without importing)."""
+    return [m for m in BACKENDS[name].requires if importlib.util.find_spec(m) is None]
 
 
 class Unsupported(Exception):

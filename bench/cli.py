@@ -1,10 +1,12 @@
-"""Command line: `bench run | list | env` (also `python -m bench ...`).
+"""Command line: `bench run | list | env | report | gate | baseline` (also `python -m bench ...`).
 
     bench list                                   the tasks, their models and targets
     bench run --tasks mnist_cnn --backends torch one matrix; rows in results/<run-id>/
     bench run --suite quick                      a preset matrix (see SUITES)
     bench run --resume RUN_DIR [--retry-failed]  finish an interrupted matrix
     bench report RUN_DIR [RUN_DIR ...]           tables, plots and report.html
+    bench gate --baseline BASE --current RUN_DIR regression gate: exit 0 pass, 1 regression
+    bench baseline RUN_DIR --out BASE.csv        a baseline file for the gate, from run(s)
     bench env                                    versions, CPU and GPUs, as JSON
 
 Comma-separated lists expand to their product. Bad input exits with code 2 and one line that
@@ -14,17 +16,18 @@ names the valid choices.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends import BACKENDS
-from bench import report
+from backends import BACKENDS, missing_modules
+from bench import baseline, gate, report
 from bench.config import DATA_KINDS, DEVICES, MODES, PRECISIONS, RunConfig, UsageError, check_choice
 from bench.metrics import nvml_devices
-from bench.results import environment, markdown_table
+from bench.results import COLUMNS, environment, markdown_table
 from bench.runner import new_run_id, parse_matrix, read_matrix, run_matrix
 from bench.tasks import TASKS
 
@@ -38,10 +41,18 @@ class Suite:
 
 SUITES: dict[str, Suite] = {
     "full": Suite("every task at its full size, real data", tuple(TASKS)),
+    # What CI gates (bench gate vs results/baselines/cpu-quick.csv), so it is built for stable
+    # times: 3 epochs of 6,400 samples and 10-step windows give every run enough steady windows
+    # for the step-time statistics (Keras, whose windows are quarter epochs, gets 9), and one
+    # thread per framework, because with 2 threads on a 2-core machine that anything else shares,
+    # the frameworks' thread barriers make windows 20-40x slower at random (measured on the CI
+    # machine class: torch SST-2 median 134 ms, p90 2,876 ms per step with 2 threads; 48 / 52 ms
+    # with 1). Those gates compare like with like, so they need stable numbers, not peak ones.
     "quick": Suite(
-        "a few minutes on 2 CPU cores: MNIST and SST-2, 1 epoch on a 12,800-sample subset",
+        "a few minutes on 2 CPU cores: MNIST and SST-2, 3 epochs on a 6,400-sample subset, "
+        "1 thread, 10-step windows (what CI gates; stable step times)",
         ("mnist_cnn", "sst2_lstm"),
-        {"epochs": 1, "train_limit": 12800},
+        {"epochs": 3, "train_limit": 6400, "window_steps": 10, "threads": 1},
     ),
     "smoke": Suite(
         "seconds: every task on 256 synthetic samples, 1 epoch (checks that everything runs)",
@@ -65,10 +76,25 @@ def positive_ints(axis: str, text: str | None) -> list[int | None]:
         ) from None
 
 
+def installed_backends() -> list[str]:
+    """Every backend whose framework is installed: the default when --backends is not given.
+    The others are named on stderr (asked for by name, they run and fail with the reason)."""
+    installed = []
+    for name in BACKENDS:
+        missing = missing_modules(name)
+        if missing:
+            print(f"bench: leaving out {name}: {', '.join(missing)} not installed", file=sys.stderr)
+        else:
+            installed.append(name)
+    if not installed:
+        raise UsageError("no backend's framework is installed: pip install -e '.[all]'")
+    return installed
+
+
 def expand_matrix(args: argparse.Namespace) -> list[RunConfig]:
     suite = SUITES[check_choice("suite", args.suite, list(SUITES))]
     tasks = split_list(args.tasks) or list(suite.tasks)
-    backends = split_list(args.backends) or list(BACKENDS)
+    backends = split_list(args.backends) or installed_backends()
     for axis, values, valid in (
         ("task", tasks, list(TASKS)),
         ("backend", backends, list(BACKENDS)),
@@ -85,6 +111,9 @@ def expand_matrix(args: argparse.Namespace) -> list[RunConfig]:
         "train_limit": args.train_limit,
         "test_limit": args.test_limit,
         "data": args.data,
+        "window_steps": args.window_steps,
+        "warmup_windows": args.warmup_windows,
+        "threads": args.threads,
     }
     settings.update({k: v for k, v in overrides.items() if v is not None})
     configs = []
@@ -106,9 +135,6 @@ def expand_matrix(args: argparse.Namespace) -> list[RunConfig]:
             batch_size=batch_size,
             seed=seed,
             data_dir=args.data_dir,
-            window_steps=args.window_steps,
-            warmup_windows=args.warmup_windows,
-            threads=args.threads,
             timeout_s=args.timeout,
             **settings,
         )
@@ -130,6 +156,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cells = read_matrix(run_dir)
+        check_same_schema(run_dir / "results.csv")
         devices = {c.device for c in cells if isinstance(c, RunConfig)}
     else:
         cells = read_matrix_file(args.matrix) if args.matrix else expand_matrix(args)
@@ -171,6 +198,18 @@ def command_run(args: argparse.Namespace) -> int:
     summary = {"run_dir": str(run_dir), "runs": len(rows), "failed": len(failed)}
     print(json.dumps(summary))
     return 1 if failed else 0
+
+
+def check_same_schema(path: Path) -> None:
+    """A resumed run appends rows: its results.csv must have this bench's columns."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != list(COLUMNS):
+            raise UsageError(
+                f"{path} was written with other columns (another schema version); finish that "
+                "run with the bench version that started it, or start a new run"
+            )
 
 
 def export_tensorboard(run_dir: Path, log_dir: str | None) -> None:
@@ -229,9 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default="0", help="comma list of seeds")
     run.add_argument("--train-limit", type=int, default=None, help="use the first N train samples")
     run.add_argument("--test-limit", type=int, default=None, help="use the first N test samples")
-    run.add_argument("--window-steps", type=int, default=25, help="steps per timed window")
-    run.add_argument("--warmup-windows", type=int, default=2, help="windows excluded as warm-up")
-    run.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    run.add_argument(
+        "--window-steps", type=int, default=None, help="steps per timed window (25, or the suite's)"
+    )
+    run.add_argument(
+        "--warmup-windows", type=int, default=None, help="windows excluded as warm-up (default 2)"
+    )
+    run.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: all, or the suite's)"
+    )
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     run.add_argument("--out", default="results", help="parent folder of the run directory")
     run.add_argument("--run-id", default=None, help="run directory name (default: a timestamp)")
@@ -255,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         handler=command_env
     )
     report.add_parser(commands)
+    gate.add_parser(commands)
+    baseline.add_parser(commands)
     return parser
 
 

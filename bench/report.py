@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.results import COLUMNS, SCHEMA_VERSION, format_value
+from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, format_value
 
 # Rows are like for like when these agree (threads only on the cpu, where they set the speed).
 GROUP_COLUMNS = ("task", "device", "device_name", "threads", "precision", "batch_size", "data")
@@ -181,12 +181,13 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
 def check_schema(csv_path: Path, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
     if "schema_version" not in fieldnames:
         raise ReportError(f"{csv_path} has no schema_version column: not a bench results file")
-    others = [row["schema_version"] for row in rows if row["schema_version"] != str(SCHEMA_VERSION)]
+    readable = [str(version) for version in READABLE_SCHEMA_VERSIONS]
+    others = [row["schema_version"] for row in rows if row["schema_version"] not in readable]
     if others:
         raise ReportError(
             f"{csv_path}: {len(others)} rows have schema_version {', '.join(sorted(set(others)))}"
-            f" but this bench reads version {SCHEMA_VERSION} (results/SCHEMA.md); report them "
-            "with the bench version that wrote them"
+            f" but this bench reads versions {', '.join(readable)} (results/SCHEMA.md); report "
+            "them with the bench version that wrote them"
         )
     missing = [name for name in REQUIRED_COLUMNS if name not in fieldnames]
     if missing:

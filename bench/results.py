@@ -21,7 +21,10 @@ from pathlib import Path
 
 from bench.metrics import cpu_count, cpu_name, nvml_devices
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this bench reads. 2 added cpu_time_median_ms, calib_matmul_ms, calib_dispatch_ms and
+# test_hooks at the end; rows of version 1 read them as empty (not measured).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 STATUSES = ("ok", "failed", "oom", "timeout", "diverged", "skipped")
 
@@ -80,6 +83,10 @@ COLUMNS: dict[str, str] = {
     "params": "trainable parameters as the framework counts them",
     "flops_per_sample": "analytic forward FLOPs per sample from the IR (multiply-add = 2)",
     "train_tflops_per_s": "3 * flops_per_sample * samples_per_s / 1e12 (forward + backward)",
+    "cpu_time_median_ms": "median over steady windows of (process CPU seconds / window steps)",
+    "calib_matmul_ms": "machine calibration: ms per fixed 256x256 float32 numpy matmul (fastest of 7)",
+    "calib_dispatch_ms": "machine calibration: ms per fixed loop of 10,000 tiny numpy calls (fastest of 7)",
+    "test_hooks": "test-only hooks active in the run (e.g. BENCH_TEST_SLOWDOWN=0.15); empty if real",
 }
 
 
@@ -242,6 +249,8 @@ def markdown_table(rows: list[dict[str, object]]) -> str:
         if row.get("status") != "ok" and row.get("error"):
             error = str(row["error"]).strip().splitlines()[-1][:200]
             notes.append(f"- `{row.get('cell_id')}`: {row.get('status')}: {error}")
+        if row.get("test_hooks"):
+            notes.append(f"- `{row.get('cell_id')}`: TEST HOOKS {row['test_hooks']}: not real")
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(notes) + "\n"

@@ -8,6 +8,9 @@ for windows of steps (each returns with the device synchronized) and times each 
 perf_counter. Phases are timed apart: import, data, setup, first dispatch (compile), warm-up
 windows, steady windows, evaluation. It writes CELL_DIR/result.json (the row),
 windows.csv (every timed window) and history.csv (one line per epoch).
+
+Before the framework is imported it records a machine-speed calibration (bench/calibration.py)
+in the row, so that `bench gate` can compare runs made on different machines.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import time
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 from backends import BACKENDS, Unsupported, load_backend_class
 from bench import data as datasets
+from bench.calibration import calibrate
 from bench.config import RunConfig
 from bench.init import epoch_permutation, initial_weights
 from bench.metrics import NvmlProbe, Window, cpu_count, cpu_name, peak_rss_mb, step_time_stats
@@ -37,6 +43,12 @@ OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "outo
 # BENCH_TEST_FAULTS (JSON {cell_id: fault}) to the named runs.
 FAULT_VARIABLE = "BENCH_TEST_FAULT"
 FAULTS_VARIABLE = "BENCH_TEST_FAULTS"
+# Test-only regressions for the gate's proof tests, inactive unless set; a row made under any
+# test hook names it in its `test_hooks` column (and `bench baseline` refuses such rows).
+SLOWDOWN_VARIABLE = "BENCH_TEST_SLOWDOWN"  # e.g. 0.15: every timed window takes 15% longer,
+# busy (work on the CPU, as a slower train step does, so wall and CPU time both grow)
+CORRUPT_LABELS_VARIABLE = "BENCH_TEST_CORRUPT_LABELS"  # e.g. 0.4: that share of training labels
+# is moved to the next class (label + 1 mod classes), a systematic error that costs accuracy
 
 
 class Diverged(Exception):
@@ -101,6 +113,8 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     task = get_task(config.task)
     batch_size = config.batch_size or task.batch_size
     epochs = config.epochs or task.epochs
+    slowdown, corrupt_fraction = test_regressions()
+    row.update(calibrate())  # numpy only, before any framework is imported
 
     clock = time.perf_counter()
     backend = load_backend_class(config.backend)(config)
@@ -114,6 +128,8 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
         task.dataset, data_dir=config.data_dir, synthetic=config.data == "synthetic"
     )
     data = limit(data, config.train_limit, config.test_limit)
+    if corrupt_fraction:
+        data = corrupt_labels(data, corrupt_fraction, task.num_classes, config.seed)
     weights = initial_weights(task.layers, task.input_shape, config.seed)
     row["data_s"] = time.perf_counter() - clock
     steps_per_epoch = len(data.y_train) // batch_size
@@ -149,12 +165,15 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
             plan.insert(0, (0, first_dispatch))
         epoch_losses = []
         for first_step, num_steps in plan:
-            clock = time.perf_counter()
+            clock, cpu_clock = time.perf_counter(), time.process_time()
             loss = backend.run_steps(first_step, num_steps)
+            if slowdown:  # test-only: a slower train step, inside the timed window
+                busy_wait(slowdown * (time.perf_counter() - clock))
             seconds = time.perf_counter() - clock
+            cpu_seconds = time.process_time() - cpu_clock
             train_time += seconds
             phase = window_phase(len(windows), num_steps, seen_sizes, config.warmup_windows)
-            windows.append(Window(epoch, first_step, num_steps, seconds, phase, loss))
+            windows.append(Window(epoch, first_step, num_steps, seconds, phase, loss, cpu_seconds))
             epoch_losses.append(loss)
             if fault == "nan" and len(windows) > 1:
                 loss = float("nan")  # test-only: the loss a diverging run reports
@@ -205,6 +224,47 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
 def injected_fault(cell_id: str) -> str | None:
     faults = json.loads(os.environ.get(FAULTS_VARIABLE) or "{}")
     return faults.get(cell_id) or os.environ.get(FAULT_VARIABLE) or None
+
+
+def test_hooks_in_use(cell_id: str) -> str:
+    """The test-only hooks set for this run, as the `test_hooks` column shows them."""
+    hooks = [f"{FAULT_VARIABLE}={injected_fault(cell_id)}"] if injected_fault(cell_id) else []
+    for name in (SLOWDOWN_VARIABLE, CORRUPT_LABELS_VARIABLE):
+        if os.environ.get(name):
+            hooks.append(f"{name}={os.environ[name]}")
+    return " ".join(hooks)
+
+
+def test_regressions() -> tuple[float, float]:
+    """(slowdown, corrupted label fraction) from the test-only variables; (0, 0) when unset."""
+    values = []
+    for name, upper in ((SLOWDOWN_VARIABLE, 10.0), (CORRUPT_LABELS_VARIABLE, 1.0)):
+        text = os.environ.get(name) or "0"
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= upper:
+            raise ValueError(f"{name} must be a number from 0 to {upper:g}, got {text!r}")
+        values.append(value)
+    return values[0], values[1]
+
+
+def busy_wait(seconds: float) -> None:
+    """Test-only: keep the CPU busy for `seconds` of wall time (the slowdown hook)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def corrupt_labels(
+    data: datasets.Dataset, fraction: float, num_classes: int, seed: int
+) -> datasets.Dataset:
+    """Test-only: move a seeded `fraction` of the training labels to the next class."""
+    chosen = np.random.default_rng([seed, 7919]).random(len(data.y_train)) < fraction
+    labels = data.y_train.copy()
+    labels[chosen] = (labels[chosen] + 1) % num_classes
+    return dataclasses.replace(data, y_train=labels)
 
 
 def inject_fault(fault: str | None) -> None:
@@ -320,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(worker_environment(config, base={}))  # in case it was started by hand
     args.out.mkdir(parents=True, exist_ok=True)
     row = base_row(config)
+    row["test_hooks"] = test_hooks_in_use(config.cell_id) or None
     started = time.perf_counter()
     try:
         run(config, args.out, row, Progress(args.progress_fd))

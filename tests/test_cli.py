@@ -140,7 +140,7 @@ def test_unsupported_mode_is_a_skipped_row(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0
     (row,) = read_rows(tmp_path / "skip" / "results.csv")
-    assert row["status"] == "skipped" and "not implemented for torch" in row["error"]
+    assert row["status"] == "skipped" and "no CUDA graphs on cpu" in row["error"]
 
 
 def test_schema_md_documents_every_column_and_status():
@@ -150,3 +150,19 @@ def test_schema_md_documents_every_column_and_status():
     for status in STATUSES:
         assert f"`{status}`" in schema
     assert f"Schema version: {SCHEMA_VERSION}" in schema
+
+
+def test_default_backends_are_the_installed_ones(monkeypatch, capsys):
+    """With no --backends, a backend whose framework is missing is left out, and named."""
+    from bench import cli
+
+    missing = {"keras-tensorflow": ["tensorflow"]}
+    monkeypatch.setattr(cli, "missing_modules", lambda name: missing.get(name, []))
+    args = cli.build_parser().parse_args(["run", "--tasks", "mnist_cnn"])
+    backends = [config.backend for config in cli.expand_matrix(args)]
+    assert "keras-tensorflow" not in backends and "torch" in backends
+    assert "leaving out keras-tensorflow: tensorflow not installed" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(
+        ["run", "--tasks", "mnist_cnn", "--backends", "keras-tensorflow"]
+    )
+    assert [config.backend for config in cli.expand_matrix(args)] == ["keras-tensorflow"]

@@ -387,13 +387,29 @@ def test_other_schema_version_is_an_error_with_exit_code_2(run_dirs, tmp_path, c
     run_dir = tmp_path / "old-run"
     shutil.copytree(run_dirs[1], run_dir)
     text = (run_dir / "results.csv").read_text().splitlines()
-    text[2] = "2" + text[2][1:]  # the second row claims schema version 2
+    text[2] = "9" + text[2][1:]  # the second row claims schema version 9
     (run_dir / "results.csv").write_text("\n".join(text) + "\n")
     assert report.main([str(run_dirs[0]), str(run_dir), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("bench: error: ")
-    assert "1 rows have schema_version 2 but this bench reads version 1" in error
+    assert "1 rows have schema_version 9 but this bench reads versions 1, 2" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_rows_of_schema_version_1_are_still_read(run_dirs, tmp_path):
+    """Version 2 only added columns at the end: a version-1 file reads them as empty."""
+    run_dir = tmp_path / "v1-run"
+    shutil.copytree(run_dirs[1], run_dir)
+    added = ("calib_matmul_ms", "calib_dispatch_ms", "test_hooks")
+    rows = read_rows(run_dir / "results.csv")
+    with open(run_dir / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(
+            handle, [c for c in COLUMNS if c not in added], extrasaction="ignore"
+        )
+        writer.writeheader()
+        writer.writerows(row | {"schema_version": "1"} for row in rows)
+    run = report.load_run(run_dir)
+    assert len(run.rows) == len(rows) and all(row["calib_matmul_ms"] == "" for row in run.rows)
 
 
 @pytest.mark.parametrize("name", ["missing", "empty"])

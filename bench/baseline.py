@@ -1,0 +1,423 @@
+"""What `bench gate` compares, read from any of its sources; and `bench baseline`, which writes
+a baseline file from one or more run directories.
+
+    bench baseline results/20261124-193000 --out results/baselines/cpu-quick.csv
+    bench baseline RUN_A RUN_B RUN_C --out BASE.csv     several runs: the gate pools them
+
+A side of a comparison (the baseline or the current run) is read from one or more sources:
+
+    RUN_DIR              a run directory: results.csv, and each cell's steady windows from
+                         cells/<cell_id>/windows.csv
+    a folder of runs     the newest run directory directly in it (by when its results.csv was
+                         last written): `--current results` is the latest scratch run
+    BASE.csv             a baseline file: the results columns plus `steady_step_ms` and
+                         `steady_cpu_step_ms`, the wall and the process CPU time per step of every
+                         steady window, in ms, separated by spaces
+    BENCH.json           pytest-benchmark's JSON (--benchmark-json, saved with
+                         --benchmark-save-data): one row per benchmark, its rounds as windows
+
+Rows are matched on IDENTITY. Rows of one side with the same identity (several seeds, several
+runs pooled into one baseline) are pooled: their windows together, their accuracies averaged.
+Bad input raises GateDataError: one line that names the file and what to do (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, format_value, read_rows
+from bench.tasks import TASKS
+
+IDENTITY = ("task", "backend", "device", "device_name", "precision", "mode", "batch_size")
+STEP_TIMES_COLUMN = "steady_step_ms"  # the columns a baseline file adds to the results'
+CPU_TIMES_COLUMN = "steady_cpu_step_ms"  # empty where the windows have no CPU time (schema 1)
+BASELINE_COLUMNS = (*COLUMNS, STEP_TIMES_COLUMN, CPU_TIMES_COLUMN)
+REQUIRED_COLUMNS = ("schema_version", "cell_id", *IDENTITY, "status")
+NUMERIC_COLUMNS = ("batch_size", "final_test_accuracy", "target_accuracy", "calib_matmul_ms")
+NUMERIC_COLUMNS += ("calib_dispatch_ms",)
+CALIBRATION_KEYS = ("calib_matmul_ms", "calib_dispatch_ms")
+
+
+class GateDataError(ValueError):
+    """A source the gate cannot use (missing, malformed, another schema): exit code 2."""
+
+
+@dataclass
+class Measurement:
+    """Everything one side has for one identity: its rows, pooled."""
+
+    identity: tuple[str, ...]
+    rows: list[dict[str, str]] = field(default_factory=list)
+    step_ms: list[float] = field(default_factory=list)  # steady per-step window times (wall)
+    cpu_step_ms: list[float] = field(default_factory=list)  # the same windows' CPU time per step
+    rows_without_cpu: int = 0  # ok rows whose windows have no CPU time: cpu_step_ms is unusable
+
+    @property
+    def has_cpu_times(self) -> bool:
+        return bool(self.cpu_step_ms) and self.rows_without_cpu == 0
+
+    def value(self, column: str) -> str:
+        return self.rows[0].get(column) or ""
+
+    @property
+    def device(self) -> str:
+        return self.identity[IDENTITY.index("device")]
+
+    @property
+    def device_name(self) -> str:
+        return self.identity[IDENTITY.index("device_name")]
+
+    @property
+    def status(self) -> str:
+        """ok when every pooled row is ok; otherwise the first other status."""
+        return next((r["status"] for r in self.rows if r["status"] != "ok"), "ok")
+
+    @property
+    def error(self) -> str:
+        text = next((r.get("error") or "" for r in self.rows if r["status"] != "ok"), "")
+        lines = text.strip().splitlines()
+        return lines[-1][:200] if lines else ""
+
+    @property
+    def accuracy(self) -> float | None:
+        values = [
+            float(r["final_test_accuracy"]) for r in self.rows if r.get("final_test_accuracy")
+        ]
+        return statistics.fmean(values) if values else None
+
+    @property
+    def target(self) -> float | None:
+        """The task's target accuracy: the row's (real data only), else the task registry's."""
+        if self.value("target_accuracy"):
+            return float(self.value("target_accuracy"))
+        task = TASKS.get(self.identity[0])
+        return task.target_accuracy if task and self.value("data") == "real" else None
+
+    @property
+    def calibration(self) -> dict[str, float] | None:
+        """Median calibration over the pooled rows; None when a row has none (schema 1)."""
+        values = {key: [r.get(key) or "" for r in self.rows] for key in CALIBRATION_KEYS}
+        if not all(all(column) for column in values.values()):
+            return None
+        return {key: statistics.median(map(float, column)) for key, column in values.items()}
+
+    @property
+    def test_hooks(self) -> str:
+        return " ".join(sorted({r.get("test_hooks") or "" for r in self.rows} - {""}))
+
+    @property
+    def label(self) -> str:
+        task, backend, _, _, precision, mode, batch_size = self.identity
+        return f"{task}/{backend}/{mode}/{precision}/b{batch_size}"
+
+
+@dataclass
+class Side:
+    """The baseline or the current run: its measurements by identity, and where they came from."""
+
+    name: str  # "baseline" or "current"
+    sources: list[str]
+    measurements: dict[tuple[str, ...], Measurement]
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def load_side(name: str, paths: list[str | Path]) -> Side:
+    """Every source of one side, pooled by identity. Says on stderr which run a folder meant."""
+    measurements: dict[tuple[str, ...], Measurement] = {}
+    sources = []
+    for path in map(Path, paths):
+        path = resolve_source(name, path)
+        sources.append(str(path))
+        for row, step_ms, cpu_step_ms in read_source(path):
+            identity = tuple(row.get(column) or "" for column in IDENTITY)
+            entry = measurements.setdefault(identity, Measurement(identity))
+            entry.rows.append(row)
+            entry.step_ms.extend(step_ms)
+            entry.cpu_step_ms.extend(cpu_step_ms)
+            entry.rows_without_cpu += bool(step_ms) and not cpu_step_ms
+    if not measurements:
+        raise GateDataError(f"the {name} ({', '.join(sources)}) holds no rows")
+    return Side(name, sources, measurements)
+
+
+def resolve_source(name: str, path: Path) -> Path:
+    if not path.exists():
+        raise GateDataError(f"{name}: no such file or directory: {path}")
+    if path.is_file() or (path / "results.csv").is_file():
+        return path
+    runs = [csv_path.parent for csv_path in path.glob("*/results.csv")]
+    if not runs:
+        raise GateDataError(f"{name}: {path} is not a run directory and holds none")
+    newest = max(runs, key=lambda run: (run / "results.csv").stat().st_mtime)
+    print(
+        f"{name}: {newest} (the newest of {len(runs)} run directories in {path})", file=sys.stderr
+    )
+    return newest
+
+
+Times = tuple[dict[str, str], list[float], list[float]]  # a row, its wall and CPU ms per step
+
+
+def read_source(path: Path) -> list[Times]:
+    if path.is_dir():
+        return read_run_dir(path)
+    if path.suffix == ".json":
+        return read_pytest_benchmark(path)
+    rows, fields = read_results_csv(path)
+    if STEP_TIMES_COLUMN in fields:
+        return [
+            (
+                row,
+                parse_step_times(path, row, STEP_TIMES_COLUMN),
+                parse_step_times(path, row, CPU_TIMES_COLUMN),
+            )
+            for row in rows
+        ]
+    if (path.parent / "cells").is_dir():
+        return read_run_dir(path.parent)
+    raise GateDataError(
+        f"{path} has no per-window step times: give its run directory, or make a baseline "
+        f"file with `bench baseline RUN_DIR --out {path.name}`"
+    )
+
+
+def read_results_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of a results or baseline CSV, checked: shape, schema version, numbers."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise GateDataError(f"{path} is not a text CSV file") from None
+    except OSError as error:
+        raise GateDataError(f"cannot read {path}: {error.strerror or error}") from None
+    if not text.strip():
+        raise GateDataError(f"{path} is empty")
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        fields = list(reader.fieldnames or [])
+        if "schema_version" not in fields:
+            raise GateDataError(
+                f"{path} is not a bench results or baseline CSV: it has no schema_version column"
+            )
+        missing = [column for column in REQUIRED_COLUMNS if column not in fields]
+        if missing:
+            raise GateDataError(f"{path} lacks the columns {', '.join(missing)}")
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():
+                found = sum(v is not None for k, v in row.items() if k is not None)
+                found += len(row.get(None) or [])  # type: ignore[call-overload]
+                raise GateDataError(
+                    f"{path}, line {reader.line_num}: {found} fields where the header has "
+                    f"{len(fields)}: a malformed CSV"
+                )
+            rows.append(row)
+    except csv.Error as error:
+        raise GateDataError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from None
+    check_versions(path, rows)
+    for row in rows:
+        check_numbers(path, row)
+    return rows, fields
+
+
+def check_versions(path: Path, rows: list[dict[str, str]]) -> None:
+    readable = [str(version) for version in READABLE_SCHEMA_VERSIONS]
+    others = sorted({row["schema_version"] for row in rows} - set(readable))
+    if others:
+        count = sum(row["schema_version"] in others for row in rows)
+        raise GateDataError(
+            f"{path}: {count} rows have schema_version {', '.join(others)} but this bench reads "
+            f"versions {', '.join(readable)} (results/SCHEMA.md); make the baseline anew with "
+            "`bench baseline RUN_DIR --out FILE`, or gate with the bench version that wrote it"
+        )
+
+
+def check_numbers(path: Path, row: dict[str, str]) -> None:
+    for column in NUMERIC_COLUMNS:
+        text = row.get(column) or ""
+        if text and not is_number(text):
+            raise GateDataError(
+                f"{path}, row {row['cell_id'] or '?'}: {column} is {text!r}, not a number"
+            )
+
+
+def is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def latest_per_cell(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per cell_id of a run's results (the last: a retried cell's final row); a baseline
+    file keeps every row (pooled runs repeat cell ids)."""
+    by_cell: dict[str, dict[str, str]] = {}
+    for index, row in enumerate(rows):
+        by_cell[row["cell_id"] or f"row {index}"] = row
+    return list(by_cell.values())
+
+
+def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float]:
+    try:
+        values = [float(text) for text in (row.get(column) or "").split()]
+    except ValueError:
+        values = [-1.0]
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise GateDataError(
+            f"{path}, row {row['cell_id']}: {column} must hold positive numbers separated by spaces"
+        )
+    if row["status"] == "ok" and not values and column == STEP_TIMES_COLUMN:
+        raise GateDataError(f"{path}, row {row['cell_id']}: an ok row without {column}")
+    return values
+
+
+def read_run_dir(run_dir: Path) -> list[Times]:
+    rows, _ = read_results_csv(run_dir / "results.csv")
+    return [(row, *steady_step_ms(run_dir, row)) for row in latest_per_cell(rows)]
+
+
+def steady_step_ms(run_dir: Path, row: dict[str, str]) -> tuple[list[float], list[float]]:
+    """Wall and CPU ms per step of the cell's steady windows (none for a row that is not ok;
+    no CPU times from windows written before schema 2)."""
+    if row["status"] != "ok":
+        return [], []
+    path = run_dir / "cells" / row["cell_id"] / "windows.csv"
+    try:
+        steady = [w for w in read_rows(path) if w["phase"] == "steady"]
+        wall = [float(w["seconds"]) * 1e3 / int(w["steps"]) for w in steady]
+        if not all(w.get("cpu_seconds") for w in steady):
+            return wall, []
+        return wall, [float(w["cpu_seconds"]) * 1e3 / int(w["steps"]) for w in steady]
+    except FileNotFoundError:
+        raise GateDataError(f"{path} is missing: the run directory is incomplete") from None
+    except (KeyError, ValueError, ZeroDivisionError, csv.Error):
+        raise GateDataError(f"{path} is malformed (columns seconds, steps, phase)") from None
+
+
+def read_pytest_benchmark(path: Path) -> list[Times]:
+    """pytest-benchmark JSON -> rows. Our benchmarks (tests/benchmarks) put the row identity and
+    steps_per_round in extra_info and the calibration in machine_info; any other benchmark is
+    one row named by its fullname. Each round is one window: its time / steps_per_round."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise GateDataError(f"{path} is not a readable JSON file ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
+        raise GateDataError(f"{path} is not pytest-benchmark JSON (no 'benchmarks' list)")
+    machine = document.get("machine_info") or {}
+    cpu = (machine.get("cpu") or {}).get("brand_raw") or machine.get("processor") or ""
+    calibration = machine.get("bench_calibration") or {}
+    rows = []
+    for benchmark in document["benchmarks"]:
+        extra = benchmark.get("extra_info") or {}
+        data = (benchmark.get("stats") or {}).get("data")
+        name = benchmark.get("fullname") or benchmark.get("name") or "?"
+        if not data:
+            raise GateDataError(
+                f"{path}: benchmark {name} has no raw timings (stats.data): run pytest with "
+                "--benchmark-save-data (make bench-pytest does)"
+            )
+        steps = int(extra.get("steps_per_round") or 1)
+        row = {column: "" for column in COLUMNS} | {
+            "schema_version": str(READABLE_SCHEMA_VERSIONS[-1]),
+            "cell_id": name,
+            "task": str(extra.get("task") or name),
+            "backend": str(extra.get("backend") or ""),
+            "device": str(extra.get("device") or "cpu"),
+            "device_name": str(extra.get("device_name") or cpu),
+            "precision": str(extra.get("precision") or ""),
+            "mode": str(extra.get("mode") or ""),
+            "batch_size": str(extra.get("batch_size") or ""),
+            "data": str(extra.get("data") or ""),
+            "status": "ok",
+            "test_hooks": str(extra.get("test_hooks") or ""),
+        }
+        row |= {key: str(calibration[key]) for key in CALIBRATION_KEYS if key in calibration}
+        try:
+            step_ms = [float(seconds) * 1e3 / steps for seconds in data]
+        except (TypeError, ValueError):
+            raise GateDataError(f"{path}: benchmark {name} has non-numeric timings") from None
+        rows.append((row, step_ms, []))  # pytest-benchmark times wall clock only
+    return rows
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
+    """One baseline file from run directories: their rows plus each row's steady window times.
+
+    Refuses rows that a baseline must not hold: failed (and the like; skipped rows are kept, so
+    the gate knows the configuration was expected to skip) and rows made under test hooks."""
+    rows = []
+    for run_dir in run_dirs:
+        if not (run_dir / "results.csv").is_file():
+            raise GateDataError(f"{run_dir} is not a run directory (it has no results.csv)")
+        for row, step_ms, cpu_step_ms in read_run_dir(run_dir):
+            if row["status"] not in ("ok", "skipped"):
+                raise GateDataError(
+                    f"{run_dir}: cell {row['cell_id']} is {row['status']}; a baseline is made "
+                    "from clean runs only (rerun it: bench run --resume RUN_DIR --retry-failed)"
+                )
+            if row.get("test_hooks"):
+                raise GateDataError(
+                    f"{run_dir}: cell {row['cell_id']} ran under test-only hooks "
+                    f"({row['test_hooks']}); its numbers are not real"
+                )
+            rows.append(
+                {column: row.get(column) or "" for column in COLUMNS}
+                | {STEP_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in step_ms)}
+                | {CPU_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in cpu_step_ms)}
+            )
+    if not rows:
+        raise GateDataError("the run directories hold no rows")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=BASELINE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(buffer.getvalue())
+    temporary.replace(out)
+    return rows
+
+
+def command_baseline(args: argparse.Namespace) -> int:
+    try:
+        rows = write_baseline([Path(p) for p in args.run_dirs], Path(args.out))
+    except GateDataError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    for row in rows:
+        windows = len(row[STEP_TIMES_COLUMN].split())
+        accuracy = (
+            format_value(float(row["final_test_accuracy"])) if row["final_test_accuracy"] else "-"
+        )
+        print(
+            f"{row['cell_id']:<48} {row['status']:<8} {windows:>4} steady windows  acc {accuracy}"
+        )
+    print(json.dumps({"baseline": args.out, "rows": len(rows), "runs": len(args.run_dirs)}))
+    return 0
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "baseline",
+        help="write a baseline file for `bench gate` from run directories",
+        description="Write a baseline file for `bench gate`: the rows of the run directories "
+        "and each row's steady per-step window times (several runs are pooled by the gate).",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to pool")
+    parser.add_argument(
+        "--out", required=True, help="baseline CSV to write, e.g. results/baselines/cpu-quick.csv"
+    )
+    parser.set_defaults(handler=command_baseline)

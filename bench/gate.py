@@ -1,0 +1,615 @@
+"""`bench gate`: fail CI when a run is slower or less accurate than a baseline, and only then.
+
+    bench gate --baseline results/baselines/cpu-quick.csv --current results/20261124-193000
+    bench gate --baseline base.json --current .benchmarks/pytest/*.json   (pytest-benchmark)
+    make gate                     the newest run under results/ vs the committed CPU baseline
+
+Rows are matched on their identity (task, backend, device, device name, precision, mode, batch
+size; bench/baseline.py reads every kind of source). For each matched row:
+
+  step time  the Hodges-Lehmann ratio current/baseline of the steady per-step window times, with
+             its distribution-free confidence interval (bench.metrics.ratio_interval). The row
+             fails only when the whole interval lies above the allowed ratio 1 + max_slowdown:
+             noise widens the interval instead of failing the build. The allowance absorbs the
+             drift between runs of unchanged code, which on a shared machine is larger than the
+             spread within a run (measured: DEFAULT_TOLERANCES).
+  accuracy   fails when the final test accuracy is below the baseline's by more than the
+             tolerance, or below the task's target where the baseline reached that target (the
+             quick suite's short schedule does not, and is then judged against its baseline).
+  status     fails when a row that was ok in the baseline is not ok now (failed, skipped, ...).
+
+Machines: when baseline and current ran on different CPUs, or on one CPU whose calibration
+(bench/calibration.py, recorded in every row) moved beyond its noise, current step times are
+divided by the calibration's speed factor before the comparison; the output says which
+comparison it made and why. GPUs are never normalized by a host calibration: rows on different
+GPU models get no step-time verdict (accuracy and status are still judged).
+
+Output: a table of every row with its verdict (rows found on one side only are listed too), a
+markdown summary (--summary FILE, and appended to $GITHUB_STEP_SUMMARY when that is set), and one
+JSON line. Exit code: 0 pass, 1 regression, 2 usage or data error (a missing, malformed or
+other-schema source, or rows on one side only unless --allow-partial; 2 outranks 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from bench.baseline import IDENTITY, GateDataError, Measurement, Side, load_side
+from bench.calibration import speed_factor
+from bench.metrics import RatioInterval, ratio_interval
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    max_slowdown: float  # allowed step-time ratio is 1 + this
+    accuracy_drop: float  # absolute test accuracy below the baseline's that still passes
+
+
+# Defaults per device class. cpu: from the measurements in results/baselines/README.md (2-core
+# shared CI machine, quick suite): runs of unchanged code drift up to ~10% in step time from one
+# run to the next, so the interval must clear 1.12 to fail; a 15% slowdown on top of that drift
+# is still caught. cuda: a dedicated device drifts far less. Accuracy: the quick suite on a CPU
+# is deterministic per backend to 1e-4, 0.01 leaves room for the nondeterministic GPU kernels.
+DEFAULT_TOLERANCES = {
+    "cpu": Tolerances(max_slowdown=0.12, accuracy_drop=0.01),
+    "cuda": Tolerances(max_slowdown=0.05, accuracy_drop=0.01),
+}
+# Calibrations of one machine taken in different runs differ by up to this share without the
+# machine having changed (measured, see above); beyond it, times are compared normalized.
+CALIBRATION_NOISE = 0.10
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class MachineComparison:
+    """How step times of one (baseline machine, current machine) pair are compared."""
+
+    method: str  # "raw", "normalized" or "none"
+    factor: float  # current times are divided by this (1 for raw)
+    reason: str
+
+
+@dataclass
+class RowResult:
+    identity: tuple[str, ...]
+    baseline: Measurement | None
+    current: Measurement | None
+    verdict: str = "pass"  # pass | FAIL | only in baseline | only in current
+    step: RatioInterval | None = None
+    allowed_ratio: float | None = None
+    step_verdict: str = "-"
+    accuracy_verdict: str = "-"
+    comparison: MachineComparison | None = None
+    metric: str = "wall"  # the step time judged: "cpu" or "wall" per step ("none": not judged)
+    wall_ratio: float | None = None  # the wall-time ratio, shown when the metric is cpu
+    notes: list[str] = field(default_factory=list)
+
+    def times(self, measurement: Measurement) -> list[float]:
+        return measurement.cpu_step_ms if self.metric == "cpu" else measurement.step_ms
+
+    @property
+    def label(self) -> str:
+        return (self.baseline or self.current).label  # type: ignore[union-attr]
+
+    def fail(self, note: str) -> None:
+        self.verdict = "FAIL"
+        self.notes.append(note)
+
+
+@dataclass
+class GateResult:
+    rows: list[RowResult]
+    comparisons: dict[tuple[str, str, str], MachineComparison]
+    baseline: Side
+    current: Side
+
+    @property
+    def regressions(self) -> list[RowResult]:
+        return [r for r in self.rows if r.verdict == "FAIL"]
+
+    @property
+    def unmatched(self) -> list[RowResult]:
+        return [r for r in self.rows if r.verdict.startswith("only")]
+
+    def exit_code(self, allow_partial: bool) -> int:
+        if self.unmatched and not allow_partial:
+            return 2
+        return 1 if self.regressions else 0
+
+
+# ---------------------------------------------------------------------------- matching
+
+
+def match(baseline: Side, current: Side) -> list[tuple[Measurement | None, Measurement | None]]:
+    """Pairs on the full identity; then, for rows left over, on the identity without the device
+    name when each side ran on one machine of that device class (the same suite on another CI
+    machine). Baseline order first, then rows found only in the current run."""
+    pairs: list[tuple[Measurement | None, Measurement | None]] = []
+    left_current = dict(current.measurements)
+    left_baseline = []
+    for identity, measurement in baseline.measurements.items():
+        if identity in left_current:
+            pairs.append((measurement, left_current.pop(identity)))
+        else:
+            left_baseline.append(measurement)
+    by_loose = {loose_identity(m): m for m in left_current.values()}
+    for measurement in left_baseline:
+        partner = by_loose.get(loose_identity(measurement))
+        if partner is not None and one_machine(baseline, current, measurement.device):
+            del left_current[partner.identity]
+            pairs.append((measurement, partner))
+        else:
+            pairs.append((measurement, None))
+    pairs.extend((None, m) for m in left_current.values())
+    return pairs
+
+
+def loose_identity(measurement: Measurement) -> tuple[str, ...]:
+    return tuple(v for c, v in zip(IDENTITY, measurement.identity) if c != "device_name")
+
+
+def machine_names(side: Side, device: str) -> set[str]:
+    return {m.device_name for m in side.measurements.values() if m.device == device}
+
+
+def one_machine(baseline: Side, current: Side, device: str) -> bool:
+    return len(machine_names(baseline, device)) == 1 == len(machine_names(current, device))
+
+
+# ---------------------------------------------------------------------------- machines
+
+
+def side_calibration(side: Side, device: str, device_name: str) -> dict[str, float] | None:
+    """Median calibration of a side's rows on one machine (over the whole matrix, so a moment of
+    contention in one row's calibration does not count); None when no row has one (schema 1,
+    or workers that died before calibrating)."""
+    calibrations = [
+        m.calibration
+        for m in side.measurements.values()
+        if (m.device, m.device_name) == (device, device_name) and m.calibration is not None
+    ]
+    if not calibrations:
+        return None
+    return {key: statistics.median(c[key] for c in calibrations) for key in calibrations[0]}
+
+
+def compare_machines(
+    baseline: Side, current: Side, device: str, base_name: str, current_name: str, normalize: str
+) -> MachineComparison:
+    same = base_name == current_name
+    if device != "cpu":
+        if not same:
+            return MachineComparison(
+                "none",
+                1.0,
+                f"different GPUs ({base_name} vs {current_name}): step times not compared",
+            )
+        return MachineComparison("raw", 1.0, f"same GPU ({base_name}): raw step times")
+    base_cal = side_calibration(baseline, device, base_name)
+    current_cal = side_calibration(current, device, current_name)
+    machines = f"{base_name}" if same else f"{base_name} -> {current_name}"
+    if normalize == "never":
+        return MachineComparison("raw", 1.0, f"{machines}: raw step times (--normalize never)")
+    if base_cal is None or current_cal is None:
+        if same:
+            return MachineComparison(
+                "raw", 1.0, f"same CPU ({machines}), no calibration: raw step times"
+            )
+        return MachineComparison(
+            "none", 1.0, f"different CPUs ({machines}) and no calibration to normalize by"
+        )
+    factor = speed_factor(current_cal, base_cal)
+    change = f"calibration x{factor:.3f} (matmul x{current_cal['calib_matmul_ms'] / base_cal['calib_matmul_ms']:.3f}, dispatch x{current_cal['calib_dispatch_ms'] / base_cal['calib_dispatch_ms']:.3f})"
+    if not same:
+        reason = f"different CPUs ({machines}): step times normalized, {change}"
+    elif normalize == "always":
+        reason = f"same CPU ({machines}): step times normalized (--normalize always), {change}"
+    elif abs(math.log(factor)) > math.log(1 + CALIBRATION_NOISE):
+        reason = f"same CPU ({machines}) but its {change} is beyond the +-{CALIBRATION_NOISE:.0%} noise: step times normalized"
+    else:
+        return MachineComparison(
+            "raw",
+            1.0,
+            f"same CPU ({machines}), {change} within +-{CALIBRATION_NOISE:.0%}: raw step times",
+        )
+    return MachineComparison("normalized", factor, reason)
+
+
+# ---------------------------------------------------------------------------- verdicts
+
+
+def judge(
+    baseline: Side,
+    current: Side,
+    *,
+    max_slowdown: float | None = None,
+    accuracy_drop: float | None = None,
+    confidence: float = CONFIDENCE,
+    normalize: str = "auto",
+    metric: str = "auto",
+) -> GateResult:
+    comparisons: dict[tuple[str, str, str], MachineComparison] = {}
+    results = []
+    for base, cur in match(baseline, current):
+        row = RowResult((base or cur).identity, base, cur)  # type: ignore[union-attr]
+        results.append(row)
+        if cur is None:
+            row.verdict = "only in baseline"
+            row.notes.append("no row in the current run")
+            continue
+        if base is None:
+            row.verdict = "only in current"
+            row.notes.append("no row in the baseline")
+            continue
+        key = (base.device, base.device_name, cur.device_name)
+        if key not in comparisons:
+            comparisons[key] = compare_machines(baseline, current, *key, normalize)
+        row.comparison = comparisons[key]
+        defaults = DEFAULT_TOLERANCES.get(base.device, DEFAULT_TOLERANCES["cuda"])
+        tolerances = Tolerances(
+            defaults.max_slowdown if max_slowdown is None else max_slowdown,
+            defaults.accuracy_drop if accuracy_drop is None else accuracy_drop,
+        )
+        row.metric = pick_metric(base, cur, metric)
+        judge_row(row, base, cur, tolerances, confidence)
+        if cur.test_hooks or base.test_hooks:
+            row.notes.append(
+                f"made under test-only hooks ({cur.test_hooks or base.test_hooks}): not a real measurement"
+            )
+    return GateResult(results, comparisons, baseline, current)
+
+
+def judge_row(
+    row: RowResult, base: Measurement, cur: Measurement, tolerances: Tolerances, confidence: float
+) -> None:
+    if base.status != "ok" or cur.status != "ok":
+        judge_status(row, base, cur)
+        return
+    judge_step_time(row, base, cur, tolerances.max_slowdown, confidence)
+    judge_accuracy(row, base, cur, tolerances.accuracy_drop)
+
+
+def judge_status(row: RowResult, base: Measurement, cur: Measurement) -> None:
+    if base.status == cur.status:
+        row.step_verdict = row.accuracy_verdict = f"{cur.status} in both"
+    elif base.status == "ok" or cur.status not in ("ok", "skipped"):
+        row.step_verdict = cur.status
+        row.fail(f"{cur.status} now, {base.status} in the baseline: {cur.error or 'no message'}")
+    else:
+        row.step_verdict = f"{base.status} in baseline"
+        row.notes.append(f"{base.status} in the baseline, {cur.status} now: nothing to compare")
+
+
+def pick_metric(base: Measurement, cur: Measurement, option: str) -> str:
+    """cpu: the windows' process CPU time per step; wall: their wall time. auto: cpu on a CPU
+    device when both sides have it, because wall time on a shared machine also counts the time
+    other processes held the cores (see DEFAULT_TOLERANCES); wall on GPUs, whose work the host's
+    CPU time does not see, and wherever CPU times are missing (schema 1, pytest-benchmark)."""
+    both = base.has_cpu_times and cur.has_cpu_times
+    if option == "auto":
+        return "cpu" if base.device == "cpu" and both else "wall"
+    if option == "cpu" and not both:
+        return "none"
+    return option
+
+
+def judge_step_time(
+    row: RowResult, base: Measurement, cur: Measurement, max_slowdown: float, confidence: float
+) -> None:
+    assert row.comparison is not None
+    if row.comparison.method == "none":
+        row.step_verdict = "not compared"
+        row.notes.append(row.comparison.reason)
+        return
+    threads = (base.value("threads"), cur.value("threads"))
+    if all(threads) and threads[0] != threads[1]:
+        row.step_verdict = "not compared"
+        row.notes.append(
+            f"the baseline ran with {threads[0]} threads, the current run with {threads[1]}: "
+            "step times not comparable (rerun with the baseline's --threads)"
+        )
+        return
+    if row.metric == "none":
+        row.step_verdict = "not compared"
+        row.notes.append("--metric cpu, but a side has no CPU times per window")
+        return
+    base_ms, current_ms = row.times(base), row.times(cur)
+    if not base_ms or not current_ms:
+        row.step_verdict = "no windows"
+        row.notes.append(
+            f"no steady windows (baseline {len(base_ms)}, current {len(current_ms)}): "
+            "step time not compared; run more steps per epoch or smaller --window-steps"
+        )
+        return
+    factor = row.comparison.factor
+    row.step = ratio_interval(base_ms, [t / factor for t in current_ms], confidence)
+    if row.metric == "cpu":  # for the reader: what the wall clock said
+        row.wall_ratio = ratio_interval(base.step_ms, [t / factor for t in cur.step_ms]).ratio
+    row.allowed_ratio = 1 + max_slowdown
+    if row.step.low is None:
+        row.step_verdict = "too few windows"
+        row.notes.append(
+            f"{len(base_ms)} baseline and {len(current_ms)} current windows give no "
+            f"{confidence:.0%} interval (4 each at least): step time not judged"
+        )
+    elif row.step.low > row.allowed_ratio:
+        row.step_verdict = "SLOWER"
+        row.fail(
+            f"{row.metric} time per step x{row.step.ratio:.3f}, {confidence:.0%} interval "
+            f"[{row.step.low:.3f}, {row.step.high:.3f}] entirely above the allowed "
+            f"x{row.allowed_ratio:.2f}"
+        )
+    elif row.step.high is not None and row.step.high < 1 / row.allowed_ratio:
+        row.step_verdict = "faster"
+        row.notes.append(
+            f"step time x{row.step.ratio:.3f}: faster beyond the allowance; refresh the baseline "
+            "so that a later slowdown is measured from here"
+        )
+    else:
+        row.step_verdict = "ok"
+
+
+def judge_accuracy(row: RowResult, base: Measurement, cur: Measurement, tolerance: float) -> None:
+    base_accuracy, accuracy = base.accuracy, cur.accuracy
+    if base_accuracy is None:
+        return  # synthetic data or a benchmark: no accuracy to judge
+    if accuracy is None:
+        row.accuracy_verdict = "not measured"
+        row.notes.append("the baseline has an accuracy, the current run none (synthetic data?)")
+        return
+    row.accuracy_verdict = "ok"
+    if accuracy < base_accuracy - tolerance:
+        row.accuracy_verdict = "DROP"
+        row.fail(
+            f"test accuracy {accuracy:.4f} < baseline {base_accuracy:.4f} - tolerance {tolerance:g}"
+        )
+    target = base.target
+    if target is not None and base_accuracy >= target and accuracy < target:
+        row.accuracy_verdict = "DROP" if row.accuracy_verdict == "DROP" else "BELOW TARGET"
+        row.fail(f"test accuracy {accuracy:.4f} is below the task's target {target:g}")
+
+
+# ---------------------------------------------------------------------------- output
+
+TABLE = (
+    "task", "backend", "mode", "prec", "batch", "time", "base ms", "cur ms", "ratio", "interval",
+    "allow", "windows", "wall", "base acc", "cur acc", "step", "accuracy", "verdict",
+)  # fmt: skip
+
+
+def table_cells(row: RowResult) -> list[str]:
+    task, backend, _, _, precision, mode, batch_size = row.identity
+    base, cur, step = row.baseline, row.current, row.step
+
+    def median_ms(m: Measurement | None) -> str:
+        times = row.times(m) if m else []
+        return f"{statistics.median(times):.4g}" if times else "-"
+
+    def accuracy(m: Measurement | None) -> str:
+        return f"{m.accuracy:.4f}" if m and m.accuracy is not None else "-"
+
+    interval = f"[{step.low:.3f}, {step.high:.3f}]" if step and step.low is not None else "-"
+    windows = f"{len(row.times(base))}/{len(row.times(cur))}" if base and cur else "-"
+    metric = row.metric if row.comparison and row.comparison.method != "none" else "-"
+    hooks = "*" if (cur and cur.test_hooks) or (base and base.test_hooks) else ""
+    return [
+        task, backend, mode, precision, batch_size, metric if step else "-", median_ms(base),
+        median_ms(cur), f"{step.ratio:.3f}" if step else "-", interval,
+        f"{row.allowed_ratio:.2f}" if row.allowed_ratio else "-", windows,
+        f"{row.wall_ratio:.3f}" if row.wall_ratio else "-", accuracy(base), accuracy(cur),
+        row.step_verdict, row.accuracy_verdict, row.verdict + hooks,
+    ]  # fmt: skip
+
+
+def text_report(result: GateResult, confidence: float) -> str:
+    header = list(TABLE)
+    lines = [table_cells(row) for row in result.rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    text = [
+        "  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip(),
+        "  ".join("-" * width for width in widths),
+        *("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines),
+        "",
+        *comparison_lines(result),
+        f"time: the step time judged (cpu: process CPU time per step, wall: wall clock); ratio: "
+        f"current/baseline (Hodges-Lehmann); interval: {confidence:.0%}, fails only when "
+        "entirely above 'allow'; windows: steady windows baseline/current; wall: the wall-clock "
+        "ratio, for information",
+        *note_lines(result),
+        verdict_line(result),
+    ]
+    return "\n".join(text) + "\n"
+
+
+def comparison_lines(result: GateResult) -> list[str]:
+    sources = [
+        f"baseline: {', '.join(result.baseline.sources)}",
+        f"current:  {', '.join(result.current.sources)}",
+    ]
+    return sources + [f"step-time comparison: {c.reason}" for c in result.comparisons.values()]
+
+
+def note_lines(result: GateResult) -> list[str]:
+    lines = []
+    for row in result.rows:
+        lines.extend(f"- {row.label}: {note}" for note in row.notes)
+    if any(r.current and r.current.test_hooks for r in result.rows):
+        lines.append("* current rows made under test-only hooks: their numbers are not real")
+    return lines
+
+
+def verdict_line(result: GateResult) -> str:
+    regressions, unmatched = len(result.regressions), len(result.unmatched)
+    compared = len(result.rows) - unmatched
+    text = f"{compared} rows compared, {regressions} regressions"
+    if unmatched:
+        text += f", {unmatched} rows on one side only"
+    return ("FAIL: " if regressions else "PASS: " if not unmatched else "INCOMPLETE: ") + text
+
+
+def markdown_report(result: GateResult, confidence: float) -> str:
+    header = list(TABLE)
+    lines = [
+        f"### bench gate: {verdict_line(result)}",
+        "",
+        *(f"- {line}" for line in comparison_lines(result)),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for row in result.rows:
+        cells = table_cells(row)
+        if row.verdict != "pass":
+            cells[-1] = f"**{cells[-1]}**"
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += [
+        "",
+        f"Step time (cpu: process CPU time per step; wall: wall clock): Hodges-Lehmann ratio "
+        f"current/baseline over the steady windows, with its {confidence:.0%} distribution-free "
+        "interval; a row fails only when the whole interval is above the allowed ratio.",
+    ]
+    notes = note_lines(result)
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def summary_json(result: GateResult, code: int) -> str:
+    methods = sorted({c.method for c in result.comparisons.values()})
+    metrics = sorted({r.metric for r in result.rows if r.step is not None})
+    return json.dumps(
+        {
+            "gate": {0: "pass", 1: "regression", 2: "error"}[code],
+            "compared": len(result.rows) - len(result.unmatched),
+            "regressions": len(result.regressions),
+            "only_in_baseline": sum(r.verdict == "only in baseline" for r in result.rows),
+            "only_in_current": sum(r.verdict == "only in current" for r in result.rows),
+            "step_time_comparison": methods[0] if len(methods) == 1 else "mixed",
+            "metric": metrics[0] if len(metrics) == 1 else "mixed" if metrics else "none",
+        }
+    )
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def command_gate(args: argparse.Namespace) -> int:
+    try:
+        baseline = load_side("baseline", args.baseline)
+        current = load_side("current", args.current)
+    except GateDataError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    result = judge(
+        baseline,
+        current,
+        max_slowdown=args.max_slowdown,
+        accuracy_drop=args.accuracy_tolerance,
+        confidence=args.confidence,
+        normalize=args.normalize,
+        metric=args.metric,
+    )
+    code = result.exit_code(args.allow_partial)
+    print(text_report(result, args.confidence), end="")
+    markdown = markdown_report(result, args.confidence)
+    for path in (args.summary, os.environ.get("GITHUB_STEP_SUMMARY")):
+        if path:
+            with open(path, "a") as handle:
+                handle.write(markdown + "\n")
+    print(summary_json(result, code))
+    if code == 2:
+        only_base = [r.label for r in result.rows if r.verdict == "only in baseline"]
+        only_current = [r.label for r in result.rows if r.verdict == "only in current"]
+        parts = []
+        if only_base:
+            parts.append(
+                f"{len(only_base)} baseline rows have no match in the current run ({', '.join(only_base)})"
+            )
+        if only_current:
+            parts.append(
+                f"{len(only_current)} current rows are not in the baseline ({', '.join(only_current)})"
+            )
+        print(
+            f"bench: error: {'; '.join(parts)}; refresh the baseline (bench baseline RUN_DIR "
+            "--out FILE) or pass --allow-partial",
+            file=sys.stderr,
+        )
+    return code
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 10:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 10, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a confidence in [0.5, 1), got {text}")
+    return value
+
+
+def add_parser(commands) -> None:
+    cpu, cuda = DEFAULT_TOLERANCES["cpu"], DEFAULT_TOLERANCES["cuda"]
+    parser = commands.add_parser(
+        "gate",
+        help="compare a run with a baseline: exit 1 on a regression",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument(
+        "--baseline", nargs="+", action="extend", required=True, metavar="PATH",
+        help="baseline file(s) (bench baseline), run directories or pytest-benchmark JSON",
+    )  # fmt: skip
+    parser.add_argument(
+        "--current", nargs="+", action="extend", required=True, metavar="PATH",
+        help="run directory (a folder of runs: its newest), results CSV or pytest-benchmark JSON",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-slowdown", type=fraction, default=None,
+        help=f"allowed step-time growth, e.g. 0.1 for 10%% (default: cpu {cpu.max_slowdown}, "
+        f"cuda {cuda.max_slowdown})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--accuracy-tolerance", type=fraction, default=None,
+        help=f"allowed absolute drop of test accuracy (default: cpu {cpu.accuracy_drop}, "
+        f"cuda {cuda.accuracy_drop})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--confidence", type=probability, default=CONFIDENCE,
+        help=f"of the step-time ratio's interval (default {CONFIDENCE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--normalize", choices=("auto", "always", "never"), default="auto",
+        help="compare calibration-normalized step times: auto = when the machines differ "
+        "(CPU name, or calibration beyond its noise)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metric", choices=("auto", "cpu", "wall"), default="auto",
+        help="step time judged: process CPU time or wall time per step; auto = cpu on CPU rows "
+        "that have it (robust to other processes on a shared machine), wall elsewhere",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-partial", action="store_true",
+        help="rows on one side only are reported but are not an error (exit 2)",
+    )  # fmt: skip
+    parser.add_argument("--summary", default=None, help="also append the markdown summary here")
+    parser.set_defaults(handler=command_gate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["gate", *(argv if argv is not None else sys.argv[1:])])
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
