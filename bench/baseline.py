@@ -10,9 +10,10 @@ A side of a comparison (the baseline or the current run) is read from one or mor
                          cells/<cell_id>/windows.csv
     a folder of runs     the newest run directory directly in it (by when its results.csv was
                          last written): `--current results` is the latest scratch run
-    BASE.csv             a baseline file: the results columns plus `steady_step_ms` and
-                         `steady_cpu_step_ms`, the wall and the process CPU time per step of every
-                         steady window, in ms, separated by spaces
+    BASE.csv             a baseline file: the results columns plus `steady_step_ms`,
+                         `steady_cpu_step_ms` and `steady_probe_ms`: the wall and the process CPU
+                         time per step of every steady window and the machine-speed probe's time
+                         around it (bench.calibration.Probe), in ms, separated by spaces
     BENCH.json           pytest-benchmark's JSON (--benchmark-json, saved with
                          --benchmark-save-data): one row per benchmark, its rounds as windows
 
@@ -39,7 +40,8 @@ from bench.tasks import TASKS
 IDENTITY = ("task", "backend", "device", "device_name", "precision", "mode", "batch_size")
 STEP_TIMES_COLUMN = "steady_step_ms"  # the columns a baseline file adds to the results'
 CPU_TIMES_COLUMN = "steady_cpu_step_ms"  # empty where the windows have no CPU time (schema 1)
-BASELINE_COLUMNS = (*COLUMNS, STEP_TIMES_COLUMN, CPU_TIMES_COLUMN)
+PROBE_COLUMN = "steady_probe_ms"  # empty where the windows have no probe (older runs)
+BASELINE_COLUMNS = (*COLUMNS, STEP_TIMES_COLUMN, CPU_TIMES_COLUMN, PROBE_COLUMN)
 REQUIRED_COLUMNS = ("schema_version", "cell_id", *IDENTITY, "status")
 NUMERIC_COLUMNS = ("batch_size", "final_test_accuracy", "target_accuracy", "calib_matmul_ms")
 NUMERIC_COLUMNS += ("calib_dispatch_ms",)
@@ -59,10 +61,18 @@ class Measurement:
     step_ms: list[float] = field(default_factory=list)  # steady per-step window times (wall)
     cpu_step_ms: list[float] = field(default_factory=list)  # the same windows' CPU time per step
     rows_without_cpu: int = 0  # ok rows whose windows have no CPU time: cpu_step_ms is unusable
+    # the machine-speed probe's ms around each of the same windows (bench.calibration.Probe):
+    # which state the machine was in while the window ran
+    probe_ms: list[float] = field(default_factory=list)
+    rows_without_probe: int = 0
 
     @property
     def has_cpu_times(self) -> bool:
         return bool(self.cpu_step_ms) and self.rows_without_cpu == 0
+
+    @property
+    def has_probe_times(self) -> bool:
+        return bool(self.probe_ms) and self.rows_without_probe == 0
 
     def value(self, column: str) -> str:
         return self.rows[0].get(column) or ""
@@ -138,13 +148,15 @@ def load_side(name: str, paths: list[str | Path]) -> Side:
     for path in map(Path, paths):
         path = resolve_source(name, path)
         sources.append(str(path))
-        for row, step_ms, cpu_step_ms in read_source(path):
+        for row, times in read_source(path):
             identity = tuple(row.get(column) or "" for column in IDENTITY)
             entry = measurements.setdefault(identity, Measurement(identity))
             entry.rows.append(row)
-            entry.step_ms.extend(step_ms)
-            entry.cpu_step_ms.extend(cpu_step_ms)
-            entry.rows_without_cpu += bool(step_ms) and not cpu_step_ms
+            entry.step_ms.extend(times.wall)
+            entry.cpu_step_ms.extend(times.cpu)
+            entry.rows_without_cpu += bool(times.wall) and not times.cpu
+            entry.probe_ms.extend(times.probe)
+            entry.rows_without_probe += bool(times.wall) and not times.probe
     if not measurements:
         raise GateDataError(f"the {name} ({', '.join(sources)}) holds no rows")
     return Side(name, sources, measurements)
@@ -165,7 +177,17 @@ def resolve_source(name: str, path: Path) -> Path:
     return newest
 
 
-Times = tuple[dict[str, str], list[float], list[float]]  # a row, its wall and CPU ms per step
+@dataclass(frozen=True)
+class WindowTimes:
+    """A row's steady windows: wall and CPU ms per step, and the probe's ms around each (the
+    lists are aligned; cpu and probe are empty where the source has none)."""
+
+    wall: list[float]
+    cpu: list[float] = field(default_factory=list)
+    probe: list[float] = field(default_factory=list)
+
+
+Times = tuple[dict[str, str], WindowTimes]
 
 
 def read_source(path: Path) -> list[Times]:
@@ -175,14 +197,7 @@ def read_source(path: Path) -> list[Times]:
         return read_pytest_benchmark(path)
     rows, fields = read_results_csv(path)
     if STEP_TIMES_COLUMN in fields:
-        return [
-            (
-                row,
-                parse_step_times(path, row, STEP_TIMES_COLUMN),
-                parse_step_times(path, row, CPU_TIMES_COLUMN),
-            )
-            for row in rows
-        ]
+        return [(row, read_baseline_row(path, row)) for row in rows]
     if (path.parent / "cells").is_dir():
         return read_run_dir(path.parent)
     raise GateDataError(
@@ -266,6 +281,21 @@ def latest_per_cell(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return list(by_cell.values())
 
 
+def read_baseline_row(path: Path, row: dict[str, str]) -> WindowTimes:
+    times = WindowTimes(
+        parse_step_times(path, row, STEP_TIMES_COLUMN),
+        parse_step_times(path, row, CPU_TIMES_COLUMN),
+        parse_step_times(path, row, PROBE_COLUMN),
+    )
+    for column, values in ((CPU_TIMES_COLUMN, times.cpu), (PROBE_COLUMN, times.probe)):
+        if values and len(values) != len(times.wall):
+            raise GateDataError(
+                f"{path}, row {row['cell_id']}: {column} has {len(values)} values but "
+                f"{STEP_TIMES_COLUMN} {len(times.wall)}: one per steady window in each"
+            )
+    return times
+
+
 def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float]:
     try:
         values = [float(text) for text in (row.get(column) or "").split()]
@@ -282,21 +312,25 @@ def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float
 
 def read_run_dir(run_dir: Path) -> list[Times]:
     rows, _ = read_results_csv(run_dir / "results.csv")
-    return [(row, *steady_step_ms(run_dir, row)) for row in latest_per_cell(rows)]
+    return [(row, steady_times(run_dir, row)) for row in latest_per_cell(rows)]
 
 
-def steady_step_ms(run_dir: Path, row: dict[str, str]) -> tuple[list[float], list[float]]:
-    """Wall and CPU ms per step of the cell's steady windows (none for a row that is not ok;
-    no CPU times from windows written before schema 2)."""
+def steady_times(run_dir: Path, row: dict[str, str]) -> WindowTimes:
+    """The cell's steady windows (none for a row that is not ok; no CPU times from windows
+    written before schema 2, no probe times from windows written before the probe)."""
     if row["status"] != "ok":
-        return [], []
+        return WindowTimes([])
     path = run_dir / "cells" / row["cell_id"] / "windows.csv"
     try:
         steady = [w for w in read_rows(path) if w["phase"] == "steady"]
         wall = [float(w["seconds"]) * 1e3 / int(w["steps"]) for w in steady]
-        if not all(w.get("cpu_seconds") for w in steady):
-            return wall, []
-        return wall, [float(w["cpu_seconds"]) * 1e3 / int(w["steps"]) for w in steady]
+        cpu = [
+            float(w["cpu_seconds"]) * 1e3 / int(w["steps"]) for w in steady if w.get("cpu_seconds")
+        ]
+        probe = [float(w["probe_ms"]) for w in steady if w.get("probe_ms")]
+        return WindowTimes(
+            wall, cpu if len(cpu) == len(wall) else [], probe if len(probe) == len(wall) else []
+        )
     except FileNotFoundError:
         raise GateDataError(f"{path} is missing: the run directory is incomplete") from None
     except (KeyError, ValueError, ZeroDivisionError, csv.Error):
@@ -346,7 +380,12 @@ def read_pytest_benchmark(path: Path) -> list[Times]:
             step_ms = [float(seconds) * 1e3 / steps for seconds in data]
         except (TypeError, ValueError):
             raise GateDataError(f"{path}: benchmark {name} has non-numeric timings") from None
-        rows.append((row, step_ms, []))  # pytest-benchmark times wall clock only
+        probe = extra.get("probe_ms") or []  # our benchmarks: the probe before each round
+        try:
+            probe = [float(value) for value in probe] if len(probe) == len(step_ms) else []
+        except (TypeError, ValueError):
+            raise GateDataError(f"{path}: benchmark {name} has non-numeric probe_ms") from None
+        rows.append((row, WindowTimes(step_ms, [], probe)))  # wall clock only: no CPU times
     return rows
 
 
@@ -362,7 +401,7 @@ def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
     for run_dir in run_dirs:
         if not (run_dir / "results.csv").is_file():
             raise GateDataError(f"{run_dir} is not a run directory (it has no results.csv)")
-        for row, step_ms, cpu_step_ms in read_run_dir(run_dir):
+        for row, times in read_run_dir(run_dir):
             if row["status"] not in ("ok", "skipped"):
                 raise GateDataError(
                     f"{run_dir}: cell {row['cell_id']} is {row['status']}; a baseline is made "
@@ -375,8 +414,9 @@ def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
                 )
             rows.append(
                 {column: row.get(column) or "" for column in COLUMNS}
-                | {STEP_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in step_ms)}
-                | {CPU_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in cpu_step_ms)}
+                | {STEP_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.wall)}
+                | {CPU_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.cpu)}
+                | {PROBE_COLUMN: " ".join(f"{value:.6g}" for value in times.probe)}
             )
     if not rows:
         raise GateDataError("the run directories hold no rows")

@@ -64,6 +64,43 @@ def calibrate(samples: int = SAMPLES) -> dict[str, float]:
     }
 
 
+PROBE_CALLS = 1000  # tiny numpy additions per probe sample
+PROBE_MATMULS = 8  # 64x64 float32 products per probe sample (single-threaded in any BLAS)
+PROBE_SAMPLES = 2  # the fastest counts
+
+
+class Probe:
+    """The speed of this machine *now*: a ~0.5 ms fixed workload (numpy dispatch and a small
+    single-threaded matmul, the two things a step is made of), timed as the fastest of
+    PROBE_SAMPLES. The worker runs it between timed windows, never inside one, so that each
+    window has a reference measured seconds around it.
+
+    Why: a shared VM's speed changes in phases of seconds to minutes (measured on the CI machine
+    class: the same numpy loop runs 1.8x slower for tens of seconds, then fast again, with no
+    other process on the VM), which moves one run's step times 10-50% against another's. A
+    calibration at the start of a run cannot follow that; the window time divided by the probe
+    time around it does, because both slow down together."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(1)
+        self.matrix = rng.standard_normal((64, 64), dtype=np.float32)
+        self.one = np.ones(4, np.float32)
+        self()  # warm-up
+
+    def _sample(self) -> float:
+        started = time.perf_counter()
+        value = np.zeros(4, np.float32)
+        for _ in range(PROBE_CALLS):
+            value = value + self.one
+        for _ in range(PROBE_MATMULS):
+            np.matmul(self.matrix, self.matrix)
+        return time.perf_counter() - started
+
+    def __call__(self) -> float:
+        """ms of the fastest sample."""
+        return min(self._sample() for _ in range(PROBE_SAMPLES)) * 1e3
+
+
 def speed_factor(current: dict[str, float], baseline: dict[str, float]) -> float:
     """How much longer the same work takes on `current` than on `baseline` (>1: slower now).
 

@@ -10,19 +10,23 @@ size; bench/baseline.py reads every kind of source). For each matched row:
   step time  the Hodges-Lehmann ratio current/baseline of the steady per-step window times, with
              its distribution-free confidence interval (bench.metrics.ratio_interval). The row
              fails only when the whole interval lies above the allowed ratio 1 + max_slowdown:
-             noise widens the interval instead of failing the build. The allowance absorbs the
-             drift between runs of unchanged code, which on a shared machine is larger than the
-             spread within a run (measured: DEFAULT_TOLERANCES).
+             noise widens the interval instead of failing the build. On a CPU only the windows
+             that ran in the machine's fast state are compared (a shared VM alternates between a
+             fast and a slow state; the worker's probe around each window says which), so that
+             the state a run happened to meet does not pass for a regression; where a side has
+             too few of them, every window is, against a wider allowance (DEFAULT_TOLERANCES).
   accuracy   fails when the final test accuracy is below the baseline's by more than the
              tolerance, or below the task's target where the baseline reached that target (the
              quick suite's short schedule does not, and is then judged against its baseline).
   status     fails when a row that was ok in the baseline is not ok now (failed, skipped, ...).
 
-Machines: when baseline and current ran on different CPUs, or on one CPU whose calibration
-(bench/calibration.py, recorded in every row) moved beyond its noise, current step times are
-divided by the calibration's speed factor before the comparison; the output says which
-comparison it made and why. GPUs are never normalized by a host calibration: rows on different
-GPU models get no step-time verdict (accuracy and status are still judged).
+Machines: when baseline and current ran on different CPU models, current step times are divided
+by the calibration's speed factor (bench/calibration.py, recorded in every row) before the
+comparison; on one model they are compared raw (a calibration is a snapshot of the machine's
+state at the start of a run, and measured, it does not predict a run's step times on one model:
+the probe's state matching does that job). The output says which comparison it made and why.
+GPUs are never normalized by a host calibration: rows on different GPU models get no step-time
+verdict (accuracy and status are still judged).
 
 Output: a table of every row with its verdict (rows found on one side only are listed too), a
 markdown summary (--summary FILE, and appended to $GITHUB_STEP_SUMMARY when that is set), and one
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -47,22 +50,27 @@ from bench.metrics import RatioInterval, ratio_interval
 
 @dataclass(frozen=True)
 class Tolerances:
-    max_slowdown: float  # allowed step-time ratio is 1 + this
+    max_slowdown: float  # allowed step-time ratio is 1 + this (machine states matched)
     accuracy_drop: float  # absolute test accuracy below the baseline's that still passes
+    unmatched_slowdown: float  # the allowance where the machine's states could not be matched
 
 
-# Defaults per device class. cpu: from the measurements in results/baselines/README.md (2-core
-# shared CI machine, quick suite): runs of unchanged code drift up to ~10% in step time from one
-# run to the next, so the interval must clear 1.12 to fail; a 15% slowdown on top of that drift
-# is still caught. cuda: a dedicated device drifts far less. Accuracy: the quick suite on a CPU
-# is deterministic per backend to 1e-4, 0.01 leaves room for the nondeterministic GPU kernels.
+# Defaults per device class, from the measurements in results/baselines/README.md (2-core shared
+# CI VM, quick suite). A shared VM runs in two states, fast and slow (the same numpy loop 1.8x
+# slower for seconds to minutes at a time, with nothing else on the VM; a training step 1.3-1.5x),
+# so on a CPU each window's state is read from the probe the worker runs around it
+# (bench.calibration.Probe) and only windows in the fast state are compared: then runs of
+# unchanged code agree to ~8% and 10% is allowed. Where too few windows of a side ran in the
+# fast state (or the source has no probes: older runs, pytest-benchmark), all windows are
+# compared and only a slowdown beyond the states' own spread (x1.5) fails. cuda: a dedicated
+# device does not have those states: 5%. Accuracy: the quick suite on a CPU is deterministic per
+# backend to 1e-4; 0.01 leaves room for nondeterministic GPU kernels.
 DEFAULT_TOLERANCES = {
-    "cpu": Tolerances(max_slowdown=0.12, accuracy_drop=0.01),
-    "cuda": Tolerances(max_slowdown=0.05, accuracy_drop=0.01),
+    "cpu": Tolerances(max_slowdown=0.10, accuracy_drop=0.01, unmatched_slowdown=0.5),
+    "cuda": Tolerances(max_slowdown=0.05, accuracy_drop=0.01, unmatched_slowdown=0.05),
 }
-# Calibrations of one machine taken in different runs differ by up to this share without the
-# machine having changed (measured, see above); beyond it, times are compared normalized.
-CALIBRATION_NOISE = 0.10
+FAST_STATE = 1.25  # a window ran in the fast state when its probe took at most this x the fastest
+MIN_STATE_WINDOWS = 6  # fast-state windows each side needs for a state-matched comparison
 CONFIDENCE = 0.95
 
 
@@ -73,6 +81,9 @@ class MachineComparison:
     method: str  # "raw", "normalized" or "none"
     factor: float  # current times are divided by this (1 for raw)
     reason: str
+    # probe ms at or under which a window ran in the machine's fast state, per side (baseline,
+    # current); None where a side has no probes
+    fast_limits: tuple[float, float] | None = None
 
 
 @dataclass
@@ -87,6 +98,8 @@ class RowResult:
     accuracy_verdict: str = "-"
     comparison: MachineComparison | None = None
     metric: str = "wall"  # the step time judged: "cpu" or "wall" per step ("none": not judged)
+    state: str = "-"  # "fast": fast-state windows compared; "all": every window
+    used: tuple[list[float], list[float]] = ([], [])  # the times compared, baseline and current
     wall_ratio: float | None = None  # the wall-time ratio, shown when the metric is cpu
     notes: list[str] = field(default_factory=list)
 
@@ -165,24 +178,54 @@ def one_machine(baseline: Side, current: Side, device: str) -> bool:
 # ---------------------------------------------------------------------------- machines
 
 
+def on_machine(side: Side, device: str, device_name: str) -> list[Measurement]:
+    return [
+        m for m in side.measurements.values() if (m.device, m.device_name) == (device, device_name)
+    ]
+
+
 def side_calibration(side: Side, device: str, device_name: str) -> dict[str, float] | None:
     """Median calibration of a side's rows on one machine (over the whole matrix, so a moment of
     contention in one row's calibration does not count); None when no row has one (schema 1,
     or workers that died before calibrating)."""
-    calibrations = [
-        m.calibration
-        for m in side.measurements.values()
-        if (m.device, m.device_name) == (device, device_name) and m.calibration is not None
-    ]
+    calibrations = [m.calibration for m in on_machine(side, device, device_name)]
+    calibrations = [c for c in calibrations if c is not None]
     if not calibrations:
         return None
     return {key: statistics.median(c[key] for c in calibrations) for key in calibrations[0]}
+
+
+def fastest_probe(side: Side, device: str, device_name: str) -> float | None:
+    """The fastest probe of a side's windows on one machine (the whole matrix: minutes of it),
+    None when a row there has no probes."""
+    rows = [m for m in on_machine(side, device, device_name) if m.step_ms]
+    if not rows or not all(m.has_probe_times for m in rows):
+        return None
+    return min(min(m.probe_ms) for m in rows)
+
+
+def fast_limits(
+    baseline: Side, current: Side, device: str, base_name: str, current_name: str
+) -> tuple[float, float] | None:
+    """The probe time at or under which a window ran in the fast state, per side. On one CPU
+    model both sides share the fastest probe of either (a run that never saw the fast state
+    must not call its slow state fast); on two models each side has its own."""
+    if device != "cpu":
+        return None
+    base = fastest_probe(baseline, device, base_name)
+    cur = fastest_probe(current, device, current_name)
+    if base is None or cur is None:
+        return None
+    if base_name == current_name:
+        base = cur = min(base, cur)
+    return FAST_STATE * base, FAST_STATE * cur
 
 
 def compare_machines(
     baseline: Side, current: Side, device: str, base_name: str, current_name: str, normalize: str
 ) -> MachineComparison:
     same = base_name == current_name
+    limits = fast_limits(baseline, current, device, base_name, current_name)
     if device != "cpu":
         if not same:
             return MachineComparison(
@@ -191,34 +234,40 @@ def compare_machines(
                 f"different GPUs ({base_name} vs {current_name}): step times not compared",
             )
         return MachineComparison("raw", 1.0, f"same GPU ({base_name}): raw step times")
+    machines = f"{base_name}" if same else f"{base_name} -> {current_name}"
+    states = (
+        "windows in the fast state compared (probe <= "
+        f"{limits[0]:.3g}/{limits[1]:.3g} ms baseline/current)"
+        if limits
+        else "no probes to tell the machine's states apart"
+    )
+    if same and normalize != "always":
+        return MachineComparison(
+            "raw", 1.0, f"same CPU ({machines}): raw step times, {states}", limits
+        )
     base_cal = side_calibration(baseline, device, base_name)
     current_cal = side_calibration(current, device, current_name)
-    machines = f"{base_name}" if same else f"{base_name} -> {current_name}"
     if normalize == "never":
-        return MachineComparison("raw", 1.0, f"{machines}: raw step times (--normalize never)")
+        return MachineComparison(
+            "raw", 1.0, f"{machines}: raw step times (--normalize never), {states}", limits
+        )
     if base_cal is None or current_cal is None:
-        if same:
-            return MachineComparison(
-                "raw", 1.0, f"same CPU ({machines}), no calibration: raw step times"
-            )
         return MachineComparison(
             "none", 1.0, f"different CPUs ({machines}) and no calibration to normalize by"
         )
     factor = speed_factor(current_cal, base_cal)
-    change = f"calibration x{factor:.3f} (matmul x{current_cal['calib_matmul_ms'] / base_cal['calib_matmul_ms']:.3f}, dispatch x{current_cal['calib_dispatch_ms'] / base_cal['calib_dispatch_ms']:.3f})"
-    if not same:
-        reason = f"different CPUs ({machines}): step times normalized, {change}"
-    elif normalize == "always":
-        reason = f"same CPU ({machines}): step times normalized (--normalize always), {change}"
-    elif abs(math.log(factor)) > math.log(1 + CALIBRATION_NOISE):
-        reason = f"same CPU ({machines}) but its {change} is beyond the +-{CALIBRATION_NOISE:.0%} noise: step times normalized"
-    else:
-        return MachineComparison(
-            "raw",
-            1.0,
-            f"same CPU ({machines}), {change} within +-{CALIBRATION_NOISE:.0%}: raw step times",
-        )
-    return MachineComparison("normalized", factor, reason)
+    change = (
+        f"calibration x{factor:.3f} (matmul x"
+        f"{current_cal['calib_matmul_ms'] / base_cal['calib_matmul_ms']:.3f}, dispatch x"
+        f"{current_cal['calib_dispatch_ms'] / base_cal['calib_dispatch_ms']:.3f})"
+    )
+    which = "same CPU" if same else "different CPUs"
+    return MachineComparison(
+        "normalized",
+        factor,
+        f"{which} ({machines}): step times normalized, {change}, {states}",
+        limits,
+    )
 
 
 # ---------------------------------------------------------------------------- verdicts
@@ -230,6 +279,7 @@ def judge(
     *,
     max_slowdown: float | None = None,
     accuracy_drop: float | None = None,
+    unmatched_slowdown: float | None = None,
     confidence: float = CONFIDENCE,
     normalize: str = "auto",
     metric: str = "auto",
@@ -255,6 +305,7 @@ def judge(
         tolerances = Tolerances(
             defaults.max_slowdown if max_slowdown is None else max_slowdown,
             defaults.accuracy_drop if accuracy_drop is None else accuracy_drop,
+            defaults.unmatched_slowdown if unmatched_slowdown is None else unmatched_slowdown,
         )
         row.metric = pick_metric(base, cur, metric)
         judge_row(row, base, cur, tolerances, confidence)
@@ -271,7 +322,7 @@ def judge_row(
     if base.status != "ok" or cur.status != "ok":
         judge_status(row, base, cur)
         return
-    judge_step_time(row, base, cur, tolerances.max_slowdown, confidence)
+    judge_step_time(row, base, cur, tolerances, confidence)
     judge_accuracy(row, base, cur, tolerances.accuracy_drop)
 
 
@@ -289,8 +340,8 @@ def judge_status(row: RowResult, base: Measurement, cur: Measurement) -> None:
 def pick_metric(base: Measurement, cur: Measurement, option: str) -> str:
     """cpu: the windows' process CPU time per step; wall: their wall time. auto: cpu on a CPU
     device when both sides have it, because wall time on a shared machine also counts the time
-    other processes held the cores (see DEFAULT_TOLERANCES); wall on GPUs, whose work the host's
-    CPU time does not see, and wherever CPU times are missing (schema 1, pytest-benchmark)."""
+    other processes held the cores; wall on GPUs, whose work the host's CPU time does not see,
+    and wherever CPU times are missing (schema 1, pytest-benchmark)."""
     both = base.has_cpu_times and cur.has_cpu_times
     if option == "auto":
         return "cpu" if base.device == "cpu" and both else "wall"
@@ -299,8 +350,38 @@ def pick_metric(base: Measurement, cur: Measurement, option: str) -> str:
     return option
 
 
+def select_windows(
+    row: RowResult, base: Measurement, cur: Measurement, tolerances: Tolerances
+) -> tuple[list[float], list[float], float]:
+    """The times to compare and the allowed ratio: the fast-state windows of both sides where
+    each has MIN_STATE_WINDOWS of them, else every window with the wider allowance."""
+    base_ms, current_ms = row.times(base), row.times(cur)
+    limits = row.comparison.fast_limits if row.comparison else None
+    if base.device != "cpu":
+        row.state = "-"
+        return base_ms, current_ms, 1 + tolerances.max_slowdown
+    if limits and base.has_probe_times and cur.has_probe_times:
+        base_fast = [t for t, p in zip(base_ms, base.probe_ms) if p <= limits[0]]
+        current_fast = [t for t, p in zip(current_ms, cur.probe_ms) if p <= limits[1]]
+        if min(len(base_fast), len(current_fast)) >= MIN_STATE_WINDOWS:
+            row.state = "fast"
+            return base_fast, current_fast, 1 + tolerances.max_slowdown
+        why = (
+            f"the machine was in its fast state for {len(base_fast)}/{len(base_ms)} baseline and "
+            f"{len(current_fast)}/{len(current_ms)} current windows ({MIN_STATE_WINDOWS} each needed)"
+        )
+    else:
+        why = "a side has no probe times (an older run or pytest-benchmark)"
+    row.state = "all"
+    allowed = 1 + tolerances.unmatched_slowdown
+    row.notes.append(
+        f"{why}: every window compared, states unmatched, so only a slowdown beyond x{allowed:.2f} fails"
+    )
+    return base_ms, current_ms, allowed
+
+
 def judge_step_time(
-    row: RowResult, base: Measurement, cur: Measurement, max_slowdown: float, confidence: float
+    row: RowResult, base: Measurement, cur: Measurement, tolerances: Tolerances, confidence: float
 ) -> None:
     assert row.comparison is not None
     if row.comparison.method == "none":
@@ -319,19 +400,19 @@ def judge_step_time(
         row.step_verdict = "not compared"
         row.notes.append("--metric cpu, but a side has no CPU times per window")
         return
-    base_ms, current_ms = row.times(base), row.times(cur)
-    if not base_ms or not current_ms:
+    if not row.times(base) or not row.times(cur):
         row.step_verdict = "no windows"
         row.notes.append(
-            f"no steady windows (baseline {len(base_ms)}, current {len(current_ms)}): "
+            f"no steady windows (baseline {len(row.times(base))}, current {len(row.times(cur))}): "
             "step time not compared; run more steps per epoch or smaller --window-steps"
         )
         return
+    base_ms, current_ms, row.allowed_ratio = select_windows(row, base, cur, tolerances)
     factor = row.comparison.factor
+    row.used = (base_ms, current_ms)
     row.step = ratio_interval(base_ms, [t / factor for t in current_ms], confidence)
-    if row.metric == "cpu":  # for the reader: what the wall clock said
+    if row.metric == "cpu":  # for the reader: what the wall clock said (every window)
         row.wall_ratio = ratio_interval(base.step_ms, [t / factor for t in cur.step_ms]).ratio
-    row.allowed_ratio = 1 + max_slowdown
     if row.step.low is None:
         row.step_verdict = "too few windows"
         row.notes.append(
@@ -341,9 +422,9 @@ def judge_step_time(
     elif row.step.low > row.allowed_ratio:
         row.step_verdict = "SLOWER"
         row.fail(
-            f"{row.metric} time per step x{row.step.ratio:.3f}, {confidence:.0%} interval "
-            f"[{row.step.low:.3f}, {row.step.high:.3f}] entirely above the allowed "
-            f"x{row.allowed_ratio:.2f}"
+            f"{row.metric} time per step x{row.step.ratio:.3f} ({row.state} windows), "
+            f"{confidence:.0%} interval [{row.step.low:.3f}, {row.step.high:.3f}] entirely above "
+            f"the allowed x{row.allowed_ratio:.2f}"
         )
     elif row.step.high is not None and row.step.high < 1 / row.allowed_ratio:
         row.step_verdict = "faster"
@@ -378,8 +459,8 @@ def judge_accuracy(row: RowResult, base: Measurement, cur: Measurement, toleranc
 # ---------------------------------------------------------------------------- output
 
 TABLE = (
-    "task", "backend", "mode", "prec", "batch", "time", "base ms", "cur ms", "ratio", "interval",
-    "allow", "windows", "wall", "base acc", "cur acc", "step", "accuracy", "verdict",
+    "task", "backend", "mode", "prec", "batch", "time", "state", "base ms", "cur ms", "ratio",
+    "interval", "allow", "windows", "wall", "base acc", "cur acc", "step", "accuracy", "verdict",
 )  # fmt: skip
 
 
@@ -387,20 +468,24 @@ def table_cells(row: RowResult) -> list[str]:
     task, backend, _, _, precision, mode, batch_size = row.identity
     base, cur, step = row.baseline, row.current, row.step
 
-    def median_ms(m: Measurement | None) -> str:
-        times = row.times(m) if m else []
+    def median_ms(times: list[float]) -> str:
         return f"{statistics.median(times):.4g}" if times else "-"
 
     def accuracy(m: Measurement | None) -> str:
         return f"{m.accuracy:.4f}" if m and m.accuracy is not None else "-"
 
     interval = f"[{step.low:.3f}, {step.high:.3f}]" if step and step.low is not None else "-"
-    windows = f"{len(row.times(base))}/{len(row.times(cur))}" if base and cur else "-"
+    windows = (
+        f"{len(row.used[0])}/{len(row.times(base))} {len(row.used[1])}/{len(row.times(cur))}"
+        if step and base and cur
+        else "-"
+    )
     metric = row.metric if row.comparison and row.comparison.method != "none" else "-"
     hooks = "*" if (cur and cur.test_hooks) or (base and base.test_hooks) else ""
     return [
-        task, backend, mode, precision, batch_size, metric if step else "-", median_ms(base),
-        median_ms(cur), f"{step.ratio:.3f}" if step else "-", interval,
+        task, backend, mode, precision, batch_size, metric if step else "-",
+        row.state if step else "-", median_ms(row.used[0]), median_ms(row.used[1]),
+        f"{step.ratio:.3f}" if step else "-", interval,
         f"{row.allowed_ratio:.2f}" if row.allowed_ratio else "-", windows,
         f"{row.wall_ratio:.3f}" if row.wall_ratio else "-", accuracy(base), accuracy(cur),
         row.step_verdict, row.accuracy_verdict, row.verdict + hooks,
@@ -417,10 +502,11 @@ def text_report(result: GateResult, confidence: float) -> str:
         *("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines),
         "",
         *comparison_lines(result),
-        f"time: the step time judged (cpu: process CPU time per step, wall: wall clock); ratio: "
+        f"time: the step time judged (cpu: process CPU time per step, wall: wall clock); state: "
+        "fast = only windows that ran in the machine's fast state, all = every window; ratio: "
         f"current/baseline (Hodges-Lehmann); interval: {confidence:.0%}, fails only when "
-        "entirely above 'allow'; windows: steady windows baseline/current; wall: the wall-clock "
-        "ratio, for information",
+        "entirely above 'allow'; windows: compared/steady, baseline then current; wall: the "
+        "wall-clock ratio over every window, for information",
         *note_lines(result),
         verdict_line(result),
     ]
@@ -471,8 +557,9 @@ def markdown_report(result: GateResult, confidence: float) -> str:
     lines += [
         "",
         f"Step time (cpu: process CPU time per step; wall: wall clock): Hodges-Lehmann ratio "
-        f"current/baseline over the steady windows, with its {confidence:.0%} distribution-free "
-        "interval; a row fails only when the whole interval is above the allowed ratio.",
+        f"current/baseline over the steady windows (state fast: only those that ran in the "
+        f"machine's fast state), with its {confidence:.0%} distribution-free interval; a row "
+        "fails only when the whole interval is above the allowed ratio.",
     ]
     notes = note_lines(result)
     if notes:
@@ -511,6 +598,7 @@ def command_gate(args: argparse.Namespace) -> int:
         current,
         max_slowdown=args.max_slowdown,
         accuracy_drop=args.accuracy_tolerance,
+        unmatched_slowdown=args.unmatched_slowdown,
         confidence=args.confidence,
         normalize=args.normalize,
         metric=args.metric,
@@ -578,6 +666,11 @@ def add_parser(commands) -> None:
         f"cuda {cuda.max_slowdown})",
     )  # fmt: skip
     parser.add_argument(
+        "--unmatched-slowdown", type=fraction, default=None,
+        help="allowed step-time growth where the machine's fast and slow states could not be "
+        f"matched (default: cpu {cpu.unmatched_slowdown})",
+    )  # fmt: skip
+    parser.add_argument(
         "--accuracy-tolerance", type=fraction, default=None,
         help=f"allowed absolute drop of test accuracy (default: cpu {cpu.accuracy_drop}, "
         f"cuda {cuda.accuracy_drop})",
@@ -588,8 +681,7 @@ def add_parser(commands) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--normalize", choices=("auto", "always", "never"), default="auto",
-        help="compare calibration-normalized step times: auto = when the machines differ "
-        "(CPU name, or calibration beyond its noise)",
+        help="compare calibration-normalized step times: auto = when the CPU models differ",
     )  # fmt: skip
     parser.add_argument(
         "--metric", choices=("auto", "cpu", "wall"), default="auto",

@@ -32,6 +32,9 @@ class Window:
     # CPU seconds the whole process used in the window (time.process_time, all its threads): what
     # the steps cost the host, whoever else held the cores meanwhile
     cpu_seconds: float | None = None
+    # ms of the machine-speed probe (bench.calibration.Probe) around the window: the geometric
+    # mean of the probes just before and just after it, outside the timed window
+    probe_ms: float | None = None
 
 
 def step_time_stats(windows: list[Window], batch_size: int) -> dict[str, float | int | None]:

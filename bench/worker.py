@@ -31,7 +31,7 @@ import numpy as np
 
 from backends import BACKENDS, Unsupported, load_backend_class
 from bench import data as datasets
-from bench.calibration import calibrate
+from bench.calibration import Probe, calibrate
 from bench.config import RunConfig
 from bench.init import epoch_permutation, initial_weights
 from bench.metrics import NvmlProbe, Window, cpu_count, cpu_name, peak_rss_mb, step_time_stats
@@ -55,6 +55,9 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
+MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+
+
 def worker_environment(config: RunConfig, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment a run's process starts with: set before any framework is imported."""
     env = dict(os.environ if base is None else base)
@@ -69,6 +72,15 @@ def worker_environment(config: RunConfig, base: dict[str, str] | None = None) ->
             "TF_NUM_INTRAOP_THREADS": threads,
             "PYTHONHASHSEED": str(config.seed),
             "PYTHONUNBUFFERED": "1",
+            # glibc malloc: fixed thresholds, at the values its own dynamic adjustment reaches in
+            # a long run. With the dynamic default, every buffer over 128 KiB is mmap'ed and
+            # unmapped again (a page fault per page, every step) until the process first frees
+            # a large block; in a torch run that is the first evaluation, so the whole first
+            # epoch ran ~35% slower than the next (measured: MNIST CNN, 1 thread, 17.8 vs 13.0
+            # ms per step; 12.2 vs 12.8 with these), and short runs measured mostly page faults,
+            # whose cost on a shared VM varies from run to run. Same for every backend.
+            "MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD),
+            "MALLOC_TRIM_THRESHOLD_": str(2 * MALLOC_MMAP_THRESHOLD),
         }
     )
     if config.device == "cpu":  # no framework may touch a GPU in a cpu run
@@ -152,6 +164,7 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     first_dispatch = min(window_steps if backend.mode == "fused" else 1, steps_per_epoch)
     windows: list[Window] = []
     history: list[dict] = []
+    probe = Probe()
     train_time = eval_time = 0.0
     seen_sizes: set[int] = set()
     total_steps = epochs * steps_per_epoch
@@ -159,21 +172,30 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
         clock = time.perf_counter()
         backend.begin_epoch(epoch_permutation(config.seed, epoch, len(data.y_train)))
         train_time += time.perf_counter() - clock
+        probe_ms = probe()  # the machine's speed now, after the evaluation
         start = first_dispatch if epoch == 0 else 0
         plan = plan_windows(steps_per_epoch, start, window_steps)
         if epoch == 0:
             plan.insert(0, (0, first_dispatch))
         epoch_losses = []
         for first_step, num_steps in plan:
+            probe_before = probe_ms
             clock, cpu_clock = time.perf_counter(), time.process_time()
             loss = backend.run_steps(first_step, num_steps)
             if slowdown:  # test-only: a slower train step, inside the timed window
-                busy_wait(slowdown * (time.perf_counter() - clock))
+                busy_wait(
+                    slowdown * (time.perf_counter() - clock),
+                    slowdown * (time.process_time() - cpu_clock),
+                )
             seconds = time.perf_counter() - clock
             cpu_seconds = time.process_time() - cpu_clock
             train_time += seconds
+            probe_ms = probe()  # outside the timed window
+            around = math.sqrt(probe_before * probe_ms)
             phase = window_phase(len(windows), num_steps, seen_sizes, config.warmup_windows)
-            windows.append(Window(epoch, first_step, num_steps, seconds, phase, loss, cpu_seconds))
+            windows.append(
+                Window(epoch, first_step, num_steps, seconds, phase, loss, cpu_seconds, around)
+            )
             epoch_losses.append(loss)
             if fault == "nan" and len(windows) > 1:
                 loss = float("nan")  # test-only: the loss a diverging run reports
@@ -250,10 +272,14 @@ def test_regressions() -> tuple[float, float]:
     return values[0], values[1]
 
 
-def busy_wait(seconds: float) -> None:
-    """Test-only: keep the CPU busy for `seconds` of wall time (the slowdown hook)."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+def busy_wait(wall_seconds: float, cpu_seconds: float) -> None:
+    """Test-only (the slowdown hook): spin until at least `wall_seconds` of wall time and
+    `cpu_seconds` of process CPU time have passed, so that the window grows by the share asked
+    for in both the wall and the CPU time per step (a multi-threaded step uses more CPU time
+    than wall time, and a spin on one thread adds as much of each)."""
+    wall_end = time.perf_counter() + wall_seconds
+    cpu_end = time.process_time() + cpu_seconds
+    while time.perf_counter() < wall_end or time.process_time() < cpu_end:
         pass
 
 

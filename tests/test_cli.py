@@ -87,6 +87,7 @@ def test_tiny_matrix_writes_rows_windows_history_and_table(tmp_path):
         cell = run_dir / "cells" / row["cell_id"]
         windows = read_rows(cell / "windows.csv")
         assert windows[0]["phase"] == "compile" and windows[1]["phase"] == "warmup"
+        assert all(float(w["probe_ms"]) > 0 and float(w["cpu_seconds"]) > 0 for w in windows)
         steps = sum(int(w["steps"]) for w in windows)
         assert steps == 2 * int(row["steps_per_epoch"])
         assert len(read_rows(cell / "history.csv")) == 2

@@ -6,7 +6,8 @@ contract: torch reads the loss to the host, JAX blocks until ready, Keras' fit r
 Pedantic mode with explicit rounds: WARMUP_ROUNDS untimed rounds first (the first one compiles),
 then ROUNDS timed ones. Each benchmark's extra_info holds the row identity (task, backend,
 device, device name, precision, mode, batch size) and steps_per_round, which is how `bench gate`
-turns the rounds into per-step window times. Run it with `make bench-pytest` (see conftest.py).
+turns the rounds into per-step window times, and probe_ms, the machine-speed probe taken (untimed)
+before each timed round, which tells the gate the machine's state in it. Run it with `make bench-pytest` (see conftest.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from backends import Unsupported, load_backend_class
 from bench import data as datasets
+from bench.calibration import Probe
 from bench.config import RunConfig
 from bench.init import epoch_permutation, initial_weights
 from bench.metrics import cpu_name
@@ -87,11 +89,14 @@ def test_train_steps(benchmark, backend, task_name):
         data="synthetic",
         steps_per_round=STEPS_PER_ROUND,
     )
+    probe, probes = Probe(), []
     loss = benchmark.pedantic(
         trainer.run_steps,
         args=(0, STEPS_PER_ROUND),
+        setup=lambda: probes.append(probe()),  # untimed, before every round
         rounds=ROUNDS,
         warmup_rounds=WARMUP_ROUNDS,
         iterations=1,
     )
+    benchmark.extra_info["probe_ms"] = probes[-ROUNDS:]  # the timed rounds' machine states
     assert loss == loss, "the training loss is NaN"
