@@ -41,7 +41,7 @@ else
 PY := $(VENV)/bin/python
 endif
 
-.PHONY: venv bench test test-slow test-gpu lint format clean report overhead gate baseline bench-pytest
+.PHONY: venv bench test test-slow test-gate-proof test-gpu lint format clean report overhead gate baseline bench-pytest
 
 venv: $(STAMP)
 
@@ -85,6 +85,11 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# The gate's proof (tests/test_gate_proof.py): five fresh quick-suite runs pass the gate, an
+# injected 15% slowdown and an injected accuracy drop fail it; 25-30 minutes on 2 CPU cores.
+test-gate-proof: venv
+	$(PY) -m pytest -m gate_proof $(PYTEST_ARGS)
 
 test-gpu: venv
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)

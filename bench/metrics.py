@@ -236,3 +236,41 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def student_t_quantile(probability: float, df: int) -> float:
+    """The `probability` quantile (> 0.5) of Student's t with `df` degrees of freedom: bisection
+    on its CDF, integrated with Simpson's rule (accurate to ~1e-6; no scipy needed)."""
+    log_scale = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def density(x: float) -> float:
+        return math.exp(log_scale - (df + 1) / 2 * math.log1p(x * x / df))
+
+    def cdf(x: float, intervals: int = 2000) -> float:
+        h = x / intervals
+        total = density(0) + density(x)
+        total += sum((4 if i % 2 else 2) * density(i * h) for i in range(1, intervals))
+        return 0.5 + total * h / 3
+
+    low, high = 0.0, 1.0
+    while cdf(high) < probability:
+        low, high = high, high * 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < probability else (low, middle)
+        if high - low < 1e-7:
+            break
+    return (low + high) / 2
+
+
+def geometric_mean_interval(ratios: Sequence[float], confidence: float = 0.95) -> RatioInterval:
+    """The geometric mean of per-row ratios and its Student-t interval across the rows (the rows
+    are the samples: their spread holds each row's own noise and the drift between rows)."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    estimate = float(np.exp(logs.mean()))
+    if len(logs) < 3:
+        return RatioInterval(estimate, None, None, confidence, len(logs), len(logs))
+    half = student_t_quantile((1 + confidence) / 2, len(logs) - 1) * logs.std(ddof=1)
+    half /= math.sqrt(len(logs))
+    low, high = float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+    return RatioInterval(estimate, low, high, confidence, len(logs), len(logs))
