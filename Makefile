@@ -71,9 +71,12 @@ baseline: venv
 
 # One process per backend (Keras fixes its backend per process); JSON per backend, with the raw
 # round times (--benchmark-save-data) that `bench gate` needs; then pytest-benchmark's own table.
+# glibc reads the malloc thresholds at process start, so they are set here, as the runner does
+# for its workers (bench.worker.worker_environment).
 bench-pytest: venv
 	mkdir -p $(BENCH_PYTEST_DIR)
 	for backend in $(BENCH_PYTEST_BACKENDS); do \
+		MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864 \
 		BENCH_PYTEST_BACKEND=$$backend $(PY) -m pytest tests/benchmarks -m benchmarks \
 			--benchmark-save-data --benchmark-json=$(BENCH_PYTEST_DIR)/$$backend.json \
 			$(PYTEST_ARGS) || exit 1; \
