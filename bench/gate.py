@@ -42,6 +42,7 @@ other-schema source, or rows on one side only unless --allow-partial; 2 outranks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -329,17 +330,18 @@ def judge(
     baseline: Side,
     current: Side,
     *,
-    max_slowdown: float | None = None,
-    accuracy_drop: float | None = None,
-    unmatched_slowdown: float | None = None,
-    suite_slowdown: float | None = None,
-    other_model_slowdown: float | None = None,
+    overrides: dict[str, float] | None = None,
     confidence: float = CONFIDENCE,
     normalize: str = "auto",
     metric: str = "auto",
 ) -> GateResult:
+    """`overrides`: Tolerances fields that replace the device class's defaults."""
+
+    def tolerances(device: str) -> Tolerances:
+        defaults = DEFAULT_TOLERANCES.get(device, DEFAULT_TOLERANCES["cuda"])
+        return dataclasses.replace(defaults, **(overrides or {}))
+
     comparisons: dict[tuple[str, str, str], MachineComparison] = {}
-    tolerances_by_key: dict[tuple[str, str, str], Tolerances] = {}
     results = []
     for base, cur in match(baseline, current):
         row = RowResult((base or cur).identity, base, cur)  # type: ignore[union-attr]
@@ -356,23 +358,14 @@ def judge(
         if key not in comparisons:
             comparisons[key] = compare_machines(baseline, current, *key, normalize)
         row.comparison = comparisons[key]
-        defaults = DEFAULT_TOLERANCES.get(base.device, DEFAULT_TOLERANCES["cuda"])
-        tolerances = Tolerances(
-            defaults.max_slowdown if max_slowdown is None else max_slowdown,
-            defaults.accuracy_drop if accuracy_drop is None else accuracy_drop,
-            defaults.unmatched_slowdown if unmatched_slowdown is None else unmatched_slowdown,
-            defaults.suite_slowdown if suite_slowdown is None else suite_slowdown,
-            defaults.other_model_slowdown if other_model_slowdown is None else other_model_slowdown,
-        )
-        tolerances_by_key[key] = tolerances
         row.metric = pick_metric(base, cur, metric)
-        judge_row(row, base, cur, tolerances, confidence)
+        judge_row(row, base, cur, tolerances(base.device), confidence)
         if cur.test_hooks or base.test_hooks:
             row.notes.append(
                 f"made under test-only hooks ({cur.test_hooks or base.test_hooks}): not a real measurement"
             )
     suites = [
-        judge_suite(key, comparisons[key], rows, tolerances_by_key[key], confidence)
+        judge_suite(key, comparisons[key], rows, tolerances(key[0]), confidence)
         for key in comparisons
         if (rows := [r for r in results if r.step and r.comparison is comparisons[key]])
     ]
@@ -715,11 +708,11 @@ def command_gate(args: argparse.Namespace) -> int:
     result = judge(
         baseline,
         current,
-        max_slowdown=args.max_slowdown,
-        accuracy_drop=args.accuracy_tolerance,
-        unmatched_slowdown=args.unmatched_slowdown,
-        suite_slowdown=args.suite_slowdown,
-        other_model_slowdown=args.other_model_slowdown,
+        overrides={
+            name: getattr(args, name)
+            for name, _, _ in TOLERANCE_OPTIONS
+            if getattr(args, name) is not None
+        },
         confidence=args.confidence,
         normalize=args.normalize,
         metric=args.metric,
@@ -766,6 +759,31 @@ def probability(text: str) -> float:
     return value
 
 
+# The tolerance options: Tolerances field, flag, what it allows (the defaults are appended).
+TOLERANCE_OPTIONS = (
+    ("max_slowdown", "--max-slowdown", "allowed step-time growth of a row, e.g. 0.1 for 10%%"),
+    (
+        "unmatched_slowdown",
+        "--unmatched-slowdown",
+        "allowed step-time growth of a CPU row whose windows' fast and slow machine states "
+        "could not be matched",
+    ),
+    (
+        "suite_slowdown",
+        "--suite-slowdown",
+        "allowed growth of the geometric mean step-time ratio over all rows "
+        f"({SUITE_MIN_ROWS} rows needed)",
+    ),
+    (
+        "other_model_slowdown",
+        "--other-model-slowdown",
+        "allowed step-time growth of calibration-normalized times (baseline and current on "
+        "different CPU models; x2: gross regressions only)",
+    ),
+    ("accuracy_drop", "--accuracy-tolerance", "allowed absolute drop of test accuracy"),
+)
+
+
 def add_parser(commands) -> None:
     cpu, cuda = DEFAULT_TOLERANCES["cpu"], DEFAULT_TOLERANCES["cuda"]
     parser = commands.add_parser(
@@ -781,31 +799,11 @@ def add_parser(commands) -> None:
         "--current", nargs="+", action="extend", required=True, metavar="PATH",
         help="run directory (a folder of runs: its newest), results CSV or pytest-benchmark JSON",
     )  # fmt: skip
-    parser.add_argument(
-        "--max-slowdown", type=fraction, default=None,
-        help=f"allowed step-time growth, e.g. 0.1 for 10%% (default: cpu {cpu.max_slowdown}, "
-        f"cuda {cuda.max_slowdown})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--unmatched-slowdown", type=fraction, default=None,
-        help="allowed step-time growth where the machine's fast and slow states could not be "
-        f"matched (default: cpu {cpu.unmatched_slowdown})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--suite-slowdown", type=fraction, default=None,
-        help="allowed growth of the geometric mean step-time ratio over all rows (default: cpu "
-        f"{cpu.suite_slowdown}, cuda {cuda.suite_slowdown}; {SUITE_MIN_ROWS} rows needed)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--other-model-slowdown", type=fraction, default=None,
-        help="allowed step-time growth of calibration-normalized times, i.e. baseline and "
-        f"current on different CPU models (default: {cpu.other_model_slowdown}: x2, gross only)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--accuracy-tolerance", type=fraction, default=None,
-        help=f"allowed absolute drop of test accuracy (default: cpu {cpu.accuracy_drop}, "
-        f"cuda {cuda.accuracy_drop})",
-    )  # fmt: skip
+    for name, flag, help_text in TOLERANCE_OPTIONS:
+        parser.add_argument(
+            flag, dest=name, type=fraction, default=None, metavar="FRACTION",
+            help=f"{help_text} (default: cpu {getattr(cpu, name)}, cuda {getattr(cuda, name)})",
+        )  # fmt: skip
     parser.add_argument(
         "--confidence", type=probability, default=CONFIDENCE,
         help=f"of the step-time ratio's interval (default {CONFIDENCE})",

@@ -229,6 +229,10 @@ def test_workers_fix_the_malloc_thresholds_for_every_backend():
         env = worker_environment(RunConfig(task="mnist_cnn", backend=backend), base={})
         assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 << 20)
         assert env["MALLOC_TRIM_THRESHOLD_"] == str(64 << 20)
+    # make bench-pytest sets them itself (glibc reads them at process start): the same values
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert f"MALLOC_MMAP_THRESHOLD_={env['MALLOC_MMAP_THRESHOLD_']} " in makefile
+    assert f"MALLOC_TRIM_THRESHOLD_={env['MALLOC_TRIM_THRESHOLD_']} " in makefile
 
 
 def test_speed_factor_is_the_geometric_mean_of_the_ratios():
