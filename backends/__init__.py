@@ -13,6 +13,8 @@ The interface every backend class implements (the worker never branches on the f
     versions() -> dict[str, str]       framework package versions
     device_name() -> str
     setup(task, weights, data)         build the IR, load the canonical weights, data to device
+                                       (one copy; each step gathers its batch there); may
+                                       refine `mechanism` (what compile and kernel choice gave)
     begin_epoch(permutation)           the harness's sample order for this epoch (int32 array)
     run_steps(first_step, num_steps)   train steps [first, first + num) of the epoch; returns the
                                        last step's loss as a float, with the device synchronized
@@ -20,6 +22,10 @@ The interface every backend class implements (the worker never branches on the f
     predict(x) -> logits               numpy in, numpy out (parity tests)
     get_weights() -> weights           canonical layout (parity tests)
     memory_peak_bytes() -> int | None  the framework allocator's peak on the device, if any
+    reset_memory_peak() -> bool        start that peak again from what is allocated now; False
+                                       where the framework cannot (JAX): then the worker reads
+                                       it once, before the first evaluation
+    data_resident_bytes() -> int       the dataset as setup placed it: one copy on the device
     param_count() -> int               trainable parameters as the framework counts them
     window_steps: int | None           optional: steps per timed window this backend needs
                                        (e.g. whole epochs); None: the run's --window-steps

@@ -4,17 +4,24 @@ One adapter, registered three times (keras-tensorflow, keras-jax, keras-torch): 
 KERAS_BACKEND before anything imports keras, so `keras.backend.backend()` says which one runs.
 
 How it trains and is timed: `model.compile(...)` once, then one `model.fit(..., epochs=1,
-shuffle=False, verbose=0)` per timed window (run_steps), over that window's slice of the epoch.
-begin_epoch gathers x[permutation] once, on the device, outside every window, so the batches
-come in the harness's order with no Keras-side shuffling. fit returns after it has read the
-epoch's logs to the host, and run_steps then reads the last loss as a float: the window ends with
-the device idle. Each fit call costs a fixed setup (data adapter, iterator, callbacks; measured
-on a 2-core CPU: ~0-2 ms on JAX and torch, ~10 ms on TensorFlow with the tf.data input below,
-~45 ms with Keras' array adapter), which a user pays once per epoch. So a Keras window is at
-least a quarter epoch (`window_steps`, WINDOWS_PER_EPOCH), which keeps that cost to about 1% of
-a window and still gives a few step-time samples per epoch. fit's input is the window's device
-tensors: as arrays on JAX and torch (Keras' adapters slice them in order), as a batched
-tf.data.Dataset on TensorFlow (Keras' array adapter would trace a new tf.data map every call).
+shuffle=False, verbose=0)` per timed window (run_steps), over that window's steps of the epoch.
+setup places the dataset on the device once, as one copy, and every step gathers its batch
+there from the harness's permutation, as the torch and JAX backends do; nothing goes through
+the host inside a window:
+  JAX, torch  fit gets a generator of the window's batches, each gathered on the device when
+              Keras asks for it (one jitted gather on JAX, an index_select on torch). Keras'
+              generator adapter hands device arrays through unchanged; its array adapter, given
+              device arrays, would copy them to the host (JAX: np.asarray per window) or index
+              them with Python lists per step (torch's DataLoader: a blocking copy each step).
+  TensorFlow  fit gets a tf.data of the window's sample indices (tf.data runs on the host, so a
+              dataset of the images themselves would copy them through the host every step);
+              GatheringSequential.train_step gathers each step's batch on the device from the
+              resident tensors, inside Keras' own compiled step.
+fit returns after it has read the epoch's logs to the host, and run_steps then reads the last
+loss as a float: the window ends with the device idle. Each fit call costs a fixed setup (data
+adapter, iterator, callbacks: a few ms, ~10 ms on TensorFlow), which a user pays once per
+epoch. So a Keras window is at least a quarter epoch (`window_steps`, WINDOWS_PER_EPOCH), which
+keeps that cost to about 1% of a window and still gives a few step-time samples per epoch.
 
 Modes map to Keras' own compile switches (the row's `mechanism` spells out the one used and
 what Keras' default jit_compile="auto" resolves to on the machine):
@@ -28,7 +35,13 @@ what Keras' default jit_compile="auto" resolves to on the machine):
             dispatch); Keras' torch backend has no steps_per_execution: a `skipped` row.
 
 Precision: fp32 (TF32 off in the framework underneath), tf32 (cuda only), bf16 (Keras'
-`mixed_bfloat16` policy on every layer: bf16 compute, fp32 variables).
+`mixed_bfloat16` policy on every layer: bf16 compute, fp32 variables). Convolutions run in NHWC
+(channels-last) memory, Keras' own layout (on torch Keras converts to channels_last itself).
+An LSTM runs on the kernel Keras picks (use_cudnn="auto"): cuDNN on a GPU, Keras' generic loop
+otherwise; under bf16 on a GPU, JAX's and TensorFlow's cuDNN LSTMs take no bfloat16 (JAX's
+jax.experimental.rnn lowering rejects it, TensorFlow's CudnnRNN has no bf16 kernel), so there
+the layer is built with use_cudnn=False. `mechanism` names the LSTM kernel.
+On torch with cuda, cuDNN's autotuner is on (cudnn.benchmark), as in the torch backend.
 Adam, as the spec (torch, optax) defines it: Keras adds epsilon to sqrt(v) before the bias
 correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embedding's sparse
 gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
@@ -41,6 +54,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,17 +93,37 @@ class LastValue(keras.metrics.Metric):
         return ops.convert_to_tensor(self.last)
 
 
+@dataclass
+class Resident:
+    """The training split as placed on the device, once (a plain holder: Keras tracks none)."""
+
+    x: object = None
+    y: object = None
+
+
 class LastLossSequential(keras.Sequential):
     """keras.Sequential whose fit logs also carry `last_loss`: the loss of the latest step."""
 
     def __init__(self, layers: list[keras.Layer]) -> None:
         super().__init__(layers)
         self.last_loss = LastValue()
+        self.resident = Resident()
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         self.last_loss.update_state(loss)
         return loss
+
+
+class GatheringSequential(LastLossSequential):
+    """On TensorFlow: fit's data are each step's sample indices; the batch is gathered from the
+    resident training split on the device, then Keras' own train_step runs on it."""
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        batch = (tf.gather(self.resident.x, data), tf.gather(self.resident.y, data))
+        return super().train_step(batch)
 
 
 def spec_adam(learning_rate: float, beta_1: float, beta_2: float, epsilon: float):
@@ -130,7 +164,7 @@ def dense_gradient(gradient):
     return gradient
 
 
-def build_layers(task: TaskSpec, dtype: str) -> list[keras.Layer]:
+def build_layers(task: TaskSpec, dtype: str, use_cudnn: bool | str = "auto") -> list[keras.Layer]:
     """The IR as Keras layers: the canonical layout is Keras' own, so weights map unchanged."""
     layers: list[keras.Layer] = []
     for layer in task.layers:
@@ -153,14 +187,20 @@ def build_layers(task: TaskSpec, dtype: str) -> list[keras.Layer]:
         elif isinstance(layer, Embedding):
             layers.append(keras.layers.Embedding(layer.vocab_size, layer.dim, dtype=dtype))
         elif isinstance(layer, LSTM):
-            layers.append(keras.layers.LSTM(layer.units, dtype=dtype))
+            layers.append(keras.layers.LSTM(layer.units, dtype=dtype, use_cudnn=use_cudnn))
         else:
             raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
     return layers
 
 
+def tensor_bytes(tensor) -> int:
+    """Bytes of a framework tensor, from its shape and dtype."""
+    itemsize = np.dtype(keras.backend.standardize_dtype(tensor.dtype)).itemsize
+    return int(np.prod(tuple(tensor.shape))) * itemsize
+
+
 class TensorflowSupport:
-    """What Keras leaves to the framework underneath: flags, device, versions, memory."""
+    """What Keras leaves to the framework underneath: flags, device, versions, memory, data."""
 
     def __init__(self, device: str, precision: str, threads: int) -> None:
         import tensorflow as tf
@@ -177,6 +217,7 @@ class TensorflowSupport:
                 f"device cuda was requested but TensorFlow {tf.__version__} sees no GPU "
                 f"(built with CUDA: {tf.test.is_built_with_cuda()}); refusing to run on cpu"
             )
+        self.device_scope = "/GPU:0" if device == "cuda" else "/CPU:0"
 
     def versions(self) -> dict[str, str]:
         versions = {"tensorflow": self.tf.__version__}
@@ -198,14 +239,26 @@ class TensorflowSupport:
             return None
         return int(self.tf.config.experimental.get_memory_info("GPU:0")["peak"])
 
-    def fit_data(self, x, y, batch_size: int) -> dict:
-        """fit's input: the window's tensors, batched in order, with no tf.data background
-        threads (on a small CPU they compete with the step's). Keras' own array adapter would
-        build (and trace) a tf.data map and prefetch for every fit call, about 45 ms a call."""
+    def reset_memory_peak(self) -> bool:
+        if self.device == "cuda":
+            self.tf.config.experimental.reset_memory_stats("GPU:0")
+        return True
+
+    def resident(self, array: np.ndarray):
+        """One copy on the device (an eager tensor made from numpy lives on the host until an
+        op places it; tf.identity under the device scope puts it there once)."""
+        with self.tf.device(self.device_scope):
+            return self.tf.identity(self.tf.convert_to_tensor(array))
+
+    def fit_input(self, model, order: np.ndarray, first_step: int, num_steps: int, batch: int):
+        """fit's input: a tf.data of each step's sample indices, batched in order, with no
+        tf.data background threads (on a small CPU they compete with the step's);
+        GatheringSequential.train_step gathers the batch on the device."""
+        indices = order[first_step * batch : (first_step + num_steps) * batch]
         options = self.tf.data.Options()
         options.autotune.enabled = False
         options.threading.private_threadpool_size = 1
-        dataset = self.tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        dataset = self.tf.data.Dataset.from_tensor_slices(indices).batch(batch)
         return {"x": dataset.with_options(options)}
 
 
@@ -223,6 +276,7 @@ class JaxSupport:
         platform = jax.devices()[0].platform
         if (device == "cuda") != (platform == "gpu"):
             raise RuntimeError(f"device {device} was requested but JAX runs on {platform}")
+        self.gathers: dict[int, object] = {}
 
     def versions(self) -> dict[str, str]:
         import jaxlib
@@ -238,8 +292,33 @@ class JaxSupport:
         stats = self.jax.devices()[0].memory_stats() or {}
         return stats.get("peak_bytes_in_use")
 
-    def fit_data(self, x, y, batch_size: int) -> dict:
-        return {"x": x, "y": y, "batch_size": batch_size}  # Keras' array adapter: ~0 ms a call
+    def reset_memory_peak(self) -> bool:
+        return False  # JAX has no reset: its peak counts from the process start
+
+    def resident(self, array: np.ndarray):
+        return self.jax.device_put(array, self.jax.devices()[0])
+
+    def gather(self, batch: int):
+        """One jitted dispatch per step: the step's indices sliced from the permutation and
+        its batch taken from the resident arrays, all on the device."""
+        if batch not in self.gathers:
+            jnp, lax = self.jax.numpy, self.jax.lax
+
+            def take(x, y, order, start):
+                index = lax.dynamic_slice_in_dim(order, start, batch)
+                return jnp.take(x, index, axis=0), jnp.take(y, index, axis=0)
+
+            self.gathers[batch] = self.jax.jit(take)
+        return self.gathers[batch]
+
+    def fit_input(self, model, order, first_step: int, num_steps: int, batch: int) -> dict:
+        gather, x, y = self.gather(batch), model.resident.x, model.resident.y
+
+        def batches():
+            for step in range(first_step, first_step + num_steps):
+                yield gather(x, y, order, step * batch)
+
+        return {"x": batches(), "steps_per_epoch": num_steps}
 
 
 class TorchSupport:
@@ -254,6 +333,7 @@ class TorchSupport:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cudnn.benchmark = device == "cuda"  # as the torch backend does
         torch.set_num_threads(threads)
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
@@ -275,30 +355,111 @@ class TorchSupport:
             return None
         return int(self.torch.cuda.max_memory_allocated())
 
-    def fit_data(self, x, y, batch_size: int) -> dict:
-        return {"x": x, "y": y, "batch_size": batch_size}  # Keras' DataLoader over the tensors
+    def reset_memory_peak(self) -> bool:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        return True
+
+    def resident(self, array: np.ndarray):
+        return ops.convert_to_tensor(array)  # on Keras' device, one copy
+
+    def fit_input(self, model, order, first_step: int, num_steps: int, batch: int) -> dict:
+        x, y = model.resident.x, model.resident.y
+
+        def batches():  # a slice of the device permutation is a view: no copy, no sync
+            for step in range(first_step, first_step + num_steps):
+                index = order[step * batch : (step + 1) * batch]
+                yield x[index], y[index]
+
+        return {"x": batches(), "steps_per_epoch": num_steps}
 
 
 FRAMEWORK_SUPPORT = {"tensorflow": TensorflowSupport, "jax": JaxSupport, "torch": TorchSupport}
 # What compile(jit_compile=True) is on each Keras backend, and what jit_compile=False is.
 JIT_ON = {"tensorflow": "XLA", "jax": "jax.jit", "torch": "torch.compile(inductor)"}
 JIT_OFF = {"tensorflow": "tf.function graph, no XLA", "jax": "no jax.jit", "torch": "eager"}
+# How fit gets each step's batch (the module docstring says why).
+FEED = {
+    "tensorflow": "batches gathered on the device in train_step from a tf.data of indices",
+    "jax": "batches gathered on the device by a generator (one jitted gather per step)",
+    "torch": "batches gathered on the device by a generator (index_select per step)",
+}
 # What steps_per_execution > 1 makes of the steps (Keras' torch backend has none).
 FUSED = {"tensorflow": "a tf.while_loop in one call", "jax": "a Python loop of jitted steps"}
 
 
-def cudnn_lstm(task: TaskSpec, device: str) -> bool:
+def has_lstm(task: TaskSpec) -> bool:
+    return any(isinstance(layer, LSTM) for layer in task.layers)
+
+
+def lstm_use_cudnn(device: str, precision: str) -> bool | str:
+    """Keras' use_cudnn for the LSTM: "auto" (cuDNN where Keras can), except bf16 on a GPU
+    under JAX or TensorFlow, whose cuDNN LSTMs take no bfloat16 (see the module docstring)."""
+    if device == "cuda" and precision == "bf16" and FRAMEWORK in ("jax", "tensorflow"):
+        return False
+    return "auto"
+
+
+def cudnn_lstm(task: TaskSpec, device: str, precision: str = "fp32") -> bool:
     """Keras runs an LSTM on TensorFlow with a GPU as a cuDNN kernel, which XLA cannot compile."""
-    has_lstm = any(isinstance(layer, LSTM) for layer in task.layers)
-    return FRAMEWORK == "tensorflow" and device == "cuda" and has_lstm
+    cudnn = lstm_use_cudnn(device, precision) == "auto"
+    return FRAMEWORK == "tensorflow" and device == "cuda" and has_lstm(task) and cudnn
 
 
-def auto_jit_compile(task: TaskSpec, device: str) -> bool:
+GENERIC_LSTM = {
+    "tensorflow": "Keras' generic RNN loop (a tf.while_loop over timesteps)",
+    "jax": "Keras' generic RNN loop (a lax.scan over timesteps)",
+    "torch": "Keras' torch LSTM loop (one matmul per timestep)",
+}
+CUDNN_LSTM = {
+    "tensorflow": "cuDNN (TensorFlow's CudnnRNNV3, as Keras routes it on a GPU)",
+    "jax": "cuDNN (jax.experimental.rnn, as Keras routes it on a GPU)",
+    "torch": "cuDNN (torch's, as Keras routes it on a GPU in eager mode)",
+}
+
+
+def torch_cudnn_lstm_runs(dtype: str) -> bool:
+    """Whether Keras' torch cuDNN LSTM runs in `dtype` here: Keras falls back to its loop on
+    any error without a word, so the harness tries it once on a tiny batch."""
+    import torch
+    from keras.src.backend.torch import rnn
+
+    torch_dtype = getattr(torch, dtype)
+    inputs = torch.randn(2, 3, 4, device="cuda", dtype=torch_dtype)
+    state = torch.zeros(2, 2, device="cuda", dtype=torch_dtype)
+    kernels = [torch.randn(shape, device="cuda", dtype=torch_dtype) for shape in ((4, 8), (2, 8))]
+    bias = torch.zeros(8, device="cuda", dtype=torch_dtype)
+    try:
+        rnn._cudnn_lstm(inputs, state, state, *kernels, bias, return_sequences=False, device="cuda")
+    except Exception:  # noqa: BLE001 - what Keras catches before it falls back
+        return False
+    return True
+
+
+def describe_lstm(task: TaskSpec, device: str, precision: str, jit_compile: bool) -> str | None:
+    """The mechanism's LSTM part: which kernel Keras runs here, and in which dtype."""
+    if not has_lstm(task):
+        return None
+    dtype = "bf16 compute, fp32 variables" if precision == "bf16" else "fp32"
+    if device != "cuda":
+        return f"LSTM: {GENERIC_LSTM[FRAMEWORK]} ({dtype})"
+    if lstm_use_cudnn(device, precision) is False:
+        return f"LSTM: {GENERIC_LSTM[FRAMEWORK]}, use_cudnn=False: no bf16 cuDNN LSTM ({dtype})"
+    if FRAMEWORK == "torch":
+        if jit_compile:
+            return f"LSTM: {GENERIC_LSTM['torch']}: Keras skips cuDNN under torch.compile ({dtype})"
+        if not torch_cudnn_lstm_runs("bfloat16" if precision == "bf16" else "float32"):
+            return f"LSTM: {GENERIC_LSTM['torch']}: torch's cuDNN LSTM refused it ({dtype})"
+    return f"LSTM: {CUDNN_LSTM[FRAMEWORK]} ({dtype})"
+
+
+def auto_jit_compile(task: TaskSpec, device: str, precision: str = "fp32") -> bool:
     """What compile's default jit_compile="auto" resolves to (Keras' _resolve_auto_jit_compile):
     off on torch; on TensorFlow off on a CPU-only machine and for a cuDNN LSTM; else on."""
     if FRAMEWORK == "torch" or (FRAMEWORK == "tensorflow" and device == "cpu"):
         return False
-    return not cudnn_lstm(task, device)
+    return not cudnn_lstm(task, device, precision)
 
 
 def compile_switches(requested_mode: str) -> dict[str, object]:
@@ -316,7 +477,7 @@ def check_supported(mode: str, switches: dict, task: TaskSpec, config: RunConfig
             "fused mode is Keras' steps_per_execution > 1, which Keras' torch backend does not "
             "support (Keras 3 raises 'steps_per_execution must be 1 with the PyTorch backend')"
         )
-    if switches["jit_compile"] is True and cudnn_lstm(task, config.device):
+    if switches["jit_compile"] is True and cudnn_lstm(task, config.device, config.precision):
         raise Unsupported("Keras turns jit_compile off for a cuDNN LSTM on TensorFlow's GPU")
     if config.precision == "tf32" and config.device == "cpu":
         raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
@@ -355,7 +516,7 @@ class KerasBackend:
         seed_frameworks(config.seed)
         self.dtype_policy = "mixed_bfloat16" if config.precision == "bf16" else "float32"
         self.window_steps: int | None = None  # set in setup, from the epoch's length
-        self.auto_jit = auto_jit_compile(task, config.device)
+        self.auto_jit = auto_jit_compile(task, config.device, config.precision)
         planned = self.switches["jit_compile"]
         self.mechanism = self.describe(self.auto_jit if planned == "auto" else planned)
 
@@ -371,7 +532,12 @@ class KerasBackend:
         if self.steps_per_execution > 1:
             steps += f" ({FUSED[FRAMEWORK]})"
         auto_note = f"Keras' default jit_compile='auto' is {self.auto_jit} ({auto}) here"
-        return f"fit, {switch}, {steps}; {auto_note}"
+        parts = [f"fit, {switch}, {steps}", auto_note, FEED[FRAMEWORK]]
+        task, config = get_task(self.config.task), self.config
+        parts.append(describe_lstm(task, config.device, config.precision, jit_compile))
+        if FRAMEWORK == "torch" and config.device == "cuda":
+            parts.append("cudnn.benchmark=True")
+        return "; ".join(part for part in parts if part)
 
     def versions(self) -> dict[str, str]:
         return {"keras": keras.__version__, **self.support.versions()}
@@ -387,8 +553,10 @@ class KerasBackend:
         self.window_steps = max(self.config.window_steps, -(-steps_per_epoch // WINDOWS_PER_EPOCH))
         input_dtype = "int32" if np.issubdtype(data.x_train.dtype, np.integer) else "float32"
         inputs = keras.Input(shape=task.input_shape, dtype=input_dtype)
-        self.keras_layers = build_layers(task, self.dtype_policy)
-        self.model = LastLossSequential([inputs, *self.keras_layers])
+        use_cudnn = lstm_use_cudnn(self.config.device, self.config.precision)
+        self.keras_layers = build_layers(task, self.dtype_policy, use_cudnn)
+        model_class = GatheringSequential if FRAMEWORK == "tensorflow" else LastLossSequential
+        self.model = model_class([inputs, *self.keras_layers])
         self.load_weights(weights)
         adam = task.optimizer
         self.model.compile(
@@ -401,9 +569,10 @@ class KerasBackend:
         if self.switches["jit_compile"] is True and not jit_compile:
             raise Unsupported(f"Keras turned jit_compile off for this model on {FRAMEWORK}")
         self.mechanism = self.describe(jit_compile)
-        self.x_train = ops.convert_to_tensor(data.x_train)  # on the device, as Keras places it
-        self.y_train = ops.convert_to_tensor(data.y_train)
-        self.x_test, self.y_test = ops.convert_to_tensor(data.x_test), data.y_test
+        resident = self.support.resident  # one copy of each split on the device
+        self.model.resident = Resident(resident(data.x_train), resident(data.y_train))
+        self.x_test, self.y_test = resident(data.x_test), resident(data.y_test)
+        self.test_labels = data.y_test
 
     def load_weights(self, weights: Weights) -> None:
         for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
@@ -421,21 +590,25 @@ class KerasBackend:
         return weights
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
-        order = ops.convert_to_tensor(permutation.astype(np.int32))
-        self.x_epoch = ops.take(self.x_train, order, axis=0)
-        self.y_epoch = ops.take(self.y_train, order, axis=0)
+        """The epoch's order: on the device for JAX and torch (their steps slice it there), on
+        the host for TensorFlow (its tf.data of indices reads it)."""
+        order = permutation.astype(np.int32)
+        self.order = order if FRAMEWORK == "tensorflow" else self.support.resident(order)
         self.epoch_size = len(permutation)
 
-    def run_steps(self, first_step: int, num_steps: int) -> float:
-        start, stop = first_step * self.batch_size, (first_step + num_steps) * self.batch_size
-        if stop > self.epoch_size:
+    def fit_input(self, first_step: int, num_steps: int) -> dict:
+        """What fit gets for steps [first, first + num) of the epoch (see the module docstring)."""
+        if (first_step + num_steps) * self.batch_size > self.epoch_size:
             raise ValueError(
                 f"steps [{first_step}, {first_step + num_steps}) run past the epoch's "
                 f"{self.epoch_size // self.batch_size} batches of {self.batch_size}"
             )
-        window = self.support.fit_data(
-            self.x_epoch[start:stop], self.y_epoch[start:stop], self.batch_size
+        return self.support.fit_input(
+            self.model, self.order, first_step, num_steps, self.batch_size
         )
+
+    def run_steps(self, first_step: int, num_steps: int) -> float:
+        window = self.fit_input(first_step, num_steps)
         history = self.model.fit(**window, epochs=1, shuffle=False, verbose=0)
         return float(history.history["last_loss"][-1])  # a host value: the device is idle
 
@@ -451,12 +624,19 @@ class KerasBackend:
         logits = self.logits(self.x_test).astype(np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        labels = self.y_test.astype(np.int64)
+        labels = self.test_labels.astype(np.int64)
         loss = float(-log_probs[np.arange(len(labels)), labels].mean())
         return float((logits.argmax(axis=1) == labels).mean()), loss
 
     def memory_peak_bytes(self) -> int | None:
         return self.support.memory_peak_bytes()
+
+    def reset_memory_peak(self) -> bool:
+        return self.support.reset_memory_peak()
+
+    def data_resident_bytes(self) -> int:
+        tensors = (self.model.resident.x, self.model.resident.y, self.x_test, self.y_test)
+        return sum(tensor_bytes(tensor) for tensor in tensors)
 
     def param_count(self) -> int:
         return int(sum(np.prod(variable.shape) for variable in self.model.trainable_weights))

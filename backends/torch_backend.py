@@ -4,10 +4,16 @@ Modes: `eager` (the default PyTorch users get), `compiled` (torch.compile of for
 inductor; backward through AOTAutograd) and, on cuda, `fused`: the whole train step (batch
 gather, forward, backward, Adam) captured once as a CUDA graph and replayed, one graph launch per
 step with no Python or kernel-launch work in between (PyTorch's "whole network capture"). On cpu
-there are no CUDA graphs: a fused cpu run is a `skipped` row.
-Precision: `fp32` (TF32 off everywhere), `tf32` (cuda only), `bf16` (autocast, fp32 weights).
-The dataset is placed on the device once (NCHW for images); each step gathers its batch there
-from the harness's epoch permutation.
+there are no CUDA graphs: a fused cpu run is a `skipped` row. On cuda every mode uses the same
+Adam kernel (fused=True, capturable=True: state and step count on the device) and cuDNN's
+autotuner (cudnn.benchmark=True, as XLA and TensorFlow autotune their convolutions).
+Precision: `fp32` (TF32 off everywhere), `tf32` (cuda only), `bf16` (autocast, fp32 weights;
+on cuda the images and convolutions in channels-last memory, the layout cuDNN's bf16 tensor-core
+kernels run in). An LSTM under bf16 leaves autocast, which would run PyTorch's cuDNN RNN in fp16
+(aten/src/ATen/cudnn/AutocastRNN.cpp casts to half), and runs on bf16 copies of its fp32
+weights and input instead; `mechanism` names the LSTM kernel that ran.
+The dataset is placed on the device once, as one copy (NCHW for images, laid out on the host
+first); each step gathers its batch there from the harness's epoch permutation.
 """
 
 from __future__ import annotations
@@ -40,7 +46,13 @@ EVAL_BATCH = 1024
 
 
 class LastHidden(nn.Module):
-    """nn.LSTM (batch first) that returns the last hidden state, as the IR's LSTM does."""
+    """nn.LSTM (batch first) that returns the last hidden state, as the IR's LSTM does.
+
+    With `compute_dtype` set (the bf16 policy) it runs outside autocast on copies of its fp32
+    weights and input in that dtype, with the kernel `implementation` names: "cudnn", "native"
+    (ATen's own LSTM with cuDNN off) or "loop" (one matmul per timestep, written here); gradients
+    flow back through the casts into the fp32 master weights. Without it, nn.LSTM as it is.
+    """
 
     def __init__(self, features: int, units: int) -> None:
         super().__init__()
@@ -48,10 +60,74 @@ class LastHidden(nn.Module):
         # The IR has one bias; torch has two. bias_hh stays zero and frozen, so the math and the
         # trainable parameter count equal the IR's.
         self.lstm.bias_hh_l0.requires_grad_(False)
+        self.compute_dtype: torch.dtype | None = None
+        self.implementation = "module"
+
+    def flat_weights(self) -> list[torch.Tensor]:
+        lstm = self.lstm
+        return [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (hidden, _) = self.lstm(x)
-        return hidden[-1]
+        if self.compute_dtype is None:
+            _, (hidden, _) = self.lstm(x)
+            return hidden[-1]
+        dtype = self.compute_dtype
+        with torch.autocast(x.device.type, enabled=False):
+            weights = [weight.to(dtype) for weight in self.flat_weights()]
+            return lstm_last_hidden(x.to(dtype), weights, self.implementation, self.training)
+
+
+def lstm_last_hidden(
+    x: torch.Tensor, weights: list[torch.Tensor], implementation: str, train: bool
+) -> torch.Tensor:
+    """The last hidden state of a one-layer LSTM over x (batch, time, features), zero initial
+    state, gates i, f, g, o, in the dtype of its arguments."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    units = w_hh.shape[1]
+    if implementation == "loop":
+        projected = x @ w_ih.T + (b_ih + b_hh)  # every timestep's input projection at once
+        hidden = cell = x.new_zeros((x.shape[0], units))
+        for t in range(x.shape[1]):
+            i, f, g, o = (projected[:, t] + hidden @ w_hh.T).chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            hidden = torch.sigmoid(o) * torch.tanh(cell)
+        return hidden
+    zeros = x.new_zeros((1, x.shape[0], units))
+    cudnn = _cudnn_off() if implementation == "native" else contextlib.nullcontext()
+    with cudnn:  # what nn.LSTM.forward calls, on the cast weights
+        _, hidden, _ = torch._VF.lstm(x, (zeros, zeros), weights, True, 1, 0.0, train, False, True)
+    return hidden[-1]
+
+
+def _cudnn_off() -> contextlib.AbstractContextManager:
+    return torch.backends.cudnn.flags(enabled=False)
+
+
+LSTM_IMPLEMENTATIONS = {
+    "cudnn": "cuDNN",
+    "native": "ATen's LSTM kernels, cuDNN off",
+    "loop": "a loop of matmuls per timestep",
+    "cpu": "PyTorch's CPU LSTM",
+}
+
+
+def choose_lstm_implementation(device: torch.device, dtype: torch.dtype, features: int) -> str:
+    """The first LSTM kernel that trains in `dtype` here (a forward and backward on a tiny
+    batch): cuDNN, then ATen's own kernels with cuDNN off, then the explicit loop. On cpu,
+    PyTorch's CPU LSTM (or the loop, if that cannot run the dtype)."""
+    candidates = ("cudnn", "native", "loop") if device.type == "cuda" else ("cpu", "loop")
+    x = torch.randn(2, 3, features, device=device, dtype=dtype)
+    weights = [
+        torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+        for shape in ((8, features), (8, 2), (8,), (8,))
+    ]
+    for implementation in candidates:
+        try:
+            lstm_last_hidden(x, weights, implementation, train=True).float().sum().backward()
+            return implementation
+        except RuntimeError:
+            continue
+    return "loop"
 
 
 def build_module(task: TaskSpec) -> nn.Sequential:
@@ -157,6 +233,9 @@ def set_precision(device: str, precision: str) -> None:
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
     if device == "cpu" and tf32:
         raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
+    # cuDNN's autotuner picks each convolution's fastest algorithm on its first call (the
+    # compile and warm-up windows), as XLA and TensorFlow autotune theirs.
+    torch.backends.cudnn.benchmark = device == "cuda"
 
 
 class TorchBackend:
@@ -181,12 +260,32 @@ class TorchBackend:
         torch.manual_seed(config.seed)
         self.device = torch.device(config.device)
         self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
-        self.mechanism = {
-            "eager": "eager",
-            "compiled": "torch.compile(inductor, forward+loss)",
-            "fused": "CUDA graph of the whole eager train step (Adam capturable), 1 launch/step",
-        }[self.mode]
+        # bf16 convolutions in channels-last memory on cuda (cuDNN's tensor-core layout)
+        self.channels_last = self.device.type == "cuda" and config.precision == "bf16"
+        self.lstm_implementation: str | None = None  # chosen in setup, for a model with an LSTM
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    @property
+    def mechanism(self) -> str:
+        """What ran: the mode, and on cuda the Adam kernel, cuDNN autotuning and memory format;
+        for an LSTM, its kernel and dtype."""
+        parts = [
+            {
+                "eager": "eager",
+                "compiled": "torch.compile(inductor, forward+loss)",
+                "fused": "CUDA graph of the whole eager train step, 1 launch/step",
+            }[self.mode]
+        ]
+        if self.device.type == "cuda":
+            parts.append("Adam fused=True capturable=True; cudnn.benchmark=True")
+            if self.channels_last:
+                parts.append("channels_last")
+        if self.lstm_implementation is not None:
+            dtype = (
+                "bf16, cast from fp32 weights outside autocast" if self.autocast_dtype else "fp32"
+            )
+            parts.append(f"LSTM: {LSTM_IMPLEMENTATIONS[self.lstm_implementation]} ({dtype})")
+        return "; ".join(parts)
 
     def versions(self) -> dict[str, str]:
         versions = {"torch": torch.__version__}
@@ -209,17 +308,18 @@ class TorchBackend:
         self.task = task
         self.batch_size = self.config.batch_size or task.batch_size
         self.model = build_module(task).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.load_weights(weights)
+        self.setup_lstm(data)
         self.x_train = self.to_device_inputs(data.x_train)
         self.y_train = torch.from_numpy(data.y_train).to(self.device, torch.int64)
         self.x_test = self.to_device_inputs(data.x_test)
         self.y_test = torch.from_numpy(data.y_test).to(self.device, torch.int64)
         params = [p for p in self.model.parameters() if p.requires_grad]
         adam = task.optimizer
-        if self.mode == "fused":  # state and step count on the device, updated inside the graph
-            implementation = {"foreach": True, "capturable": True}
-        elif self.device.type == "cuda":
-            implementation = {"fused": True}
+        if self.device.type == "cuda":  # one kernel for every mode; state and step on the device
+            implementation = {"fused": True, "capturable": True}
         else:
             implementation = {"foreach": True}
         self.optimizer = torch.optim.Adam(
@@ -235,9 +335,30 @@ class TorchBackend:
             forward_loss = torch.compile(forward_loss, dynamic=False)
         self.compiled_forward_loss = forward_loss
 
+    def setup_lstm(self, data: Dataset) -> None:
+        """Under bf16, each LSTM runs in bf16 on the first kernel that can (see LastHidden)."""
+        lstms = [module for module in self.model.modules() if isinstance(module, LastHidden)]
+        if not lstms:
+            return
+        if self.autocast_dtype is None:
+            self.lstm_implementation = "cudnn" if self.device.type == "cuda" else "cpu"
+            return
+        features = lstms[0].lstm.input_size
+        self.lstm_implementation = choose_lstm_implementation(
+            self.device, self.autocast_dtype, features
+        )
+        for module in lstms:
+            module.compute_dtype = self.autocast_dtype
+            module.implementation = self.lstm_implementation
+
     def to_device_inputs(self, x: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(x).to(self.device)
-        return tensor.permute(0, 3, 1, 2).contiguous() if tensor.ndim == 4 else tensor
+        """One copy on the device. Images go NCHW: laid out on the host, or, in channels-last
+        memory, as NHWC storage seen through NCHW strides (no copy either way)."""
+        if x.ndim != 4:
+            return torch.from_numpy(x).to(self.device)
+        if self.channels_last:
+            return torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device)
 
     def load_weights(self, weights: Weights) -> None:
         state = to_torch_layout(self.task, weights)
@@ -299,7 +420,7 @@ class TorchBackend:
         torch.cuda.current_stream(self.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)  # backward allocates .grad from the pool
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=stream):  # the stream that warmed up
             self.static_loss = self.graphed_step()
         with torch.no_grad():
             for parameter, value in zip(self.model.parameters(), saved):
@@ -358,6 +479,17 @@ class TorchBackend:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         return None
+
+    def reset_memory_peak(self) -> bool:
+        """The allocator's peak starts again from what is allocated now."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return True
+
+    def data_resident_bytes(self) -> int:
+        tensors = (self.x_train, self.y_train, self.x_test, self.y_test)
+        return sum(tensor.untyped_storage().nbytes() for tensor in tensors)
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)

@@ -71,7 +71,8 @@ DERIVED_COLUMNS = (
 PIVOT_METRICS = (
     "status", "rank", "speed_vs_fastest", "samples_per_s", "samples_per_s_low",
     "samples_per_s_high", "step_time_median_ms", "step_time_p10_ms", "step_time_p90_ms",
-    "compile_s", "peak_alloc_mb", "peak_nvml_mb", "peak_rss_mb", "train_tflops_per_s", "mfu_pct",
+    "compile_s", "peak_alloc_mb", "data_resident_mb", "peak_nvml_mb", "peak_rss_mb",
+    "train_tflops_per_s", "mfu_pct",
     "final_test_accuracy", "best_test_accuracy", "time_to_target_s", "framework_version",
     "mechanism", "host", "note",
 )
@@ -394,6 +395,7 @@ TABLE_COLUMNS = (
     Column("step ms", "step_time_median_ms", significant),
     Column("compile s", "compile_s", significant),
     Column("alloc MiB", "peak_alloc_mb", lambda v: f"{v:,.0f}"),
+    Column("data MiB", "data_resident_mb", lambda v: f"{v:,.0f}"),
     Column("NVML MiB", "peak_nvml_mb", lambda v: f"{v:,.0f}"),
     Column("RSS MiB", "peak_rss_mb", lambda v: f"{v:,.0f}"),
     Column("MFU %", "mfu_pct", significant),
@@ -569,7 +571,11 @@ def unique_legend(axes, **options) -> None:
         axes.legend(by_label.values(), by_label.keys(), fontsize="small", **options)
 
 
-DEVICE_MEMORY = (("peak_alloc_mb", "device: framework allocator"), ("peak_nvml_mb", "device: NVML"))
+DEVICE_MEMORY = (
+    ("peak_alloc_mb", "device: framework allocator, training peak"),
+    ("data_resident_mb", "device: resident dataset (inside the peak)"),
+    ("peak_nvml_mb", "device: NVML"),
+)
 HOST_MEMORY = (("peak_rss_mb", "host: peak RSS"),)
 
 
@@ -577,6 +583,8 @@ def plot_memory(group: Group, axes) -> bool:
     """Peak device memory per backend/mode (host RSS where no device memory was measured)."""
     rows = sorted([r for r in group.rows if r["status"] == "ok"], key=order_key)
     device = [(k, name) for k, name in DEVICE_MEMORY if any(number(r[k]) for r in rows)]
+    if not any(number(r["peak_alloc_mb"]) or number(r["peak_nvml_mb"]) for r in rows):
+        device = []  # on cpu only the resident data size is known: plot host memory instead
     series = device or [(k, name) for k, name in HOST_MEMORY if any(number(r[k]) for r in rows)]
     if not series:
         return False

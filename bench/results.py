@@ -21,10 +21,12 @@ from pathlib import Path
 
 from bench.metrics import cpu_count, cpu_name, nvml_devices
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Versions this bench reads. 2 added cpu_time_median_ms, calib_matmul_ms, calib_dispatch_ms and
-# test_hooks at the end; rows of version 1 read them as empty (not measured).
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# test_hooks at the end; rows of version 1 read them as empty (not measured). 3 made
+# peak_alloc_mb training's peak (no longer the whole process's: setup and evaluation are out) and
+# added data_resident_mb and nvml_source at the end.
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 
 STATUSES = ("ok", "failed", "oom", "timeout", "diverged", "skipped")
 
@@ -77,8 +79,8 @@ COLUMNS: dict[str, str] = {
     "target_accuracy": "the task's target test accuracy",
     "time_to_target_s": "training seconds until the first epoch end at/above target; empty if never",
     "epochs_to_target": "epochs until the target was first reached; empty if never",
-    "peak_alloc_mb": "framework allocator peak on the device, MiB (empty on cpu)",
-    "peak_nvml_mb": "this process's device memory per NVML, highest sample, MiB (empty w/o NVML)",
+    "peak_alloc_mb": "framework allocator peak during training (resident data included; setup and evaluation excluded), MiB (empty on cpu)",
+    "peak_nvml_mb": "device memory per NVML (the allocator's reserved pool), highest sample between windows, MiB (empty w/o NVML)",
     "peak_rss_mb": "host peak resident set size of the worker, MiB",
     "params": "trainable parameters as the framework counts them",
     "flops_per_sample": "analytic forward FLOPs per sample from the IR (multiply-add = 2)",
@@ -87,6 +89,8 @@ COLUMNS: dict[str, str] = {
     "calib_matmul_ms": "machine calibration: ms per fixed 256x256 float32 numpy matmul (fastest of 7)",
     "calib_dispatch_ms": "machine calibration: ms per fixed loop of 10,000 tiny numpy calls (fastest of 7)",
     "test_hooks": "test-only hooks active in the run (e.g. BENCH_TEST_SLOWDOWN=0.15); empty if real",
+    "data_resident_mb": "the dataset (train and test inputs and labels) as setup placed it on the device, one copy, MiB",
+    "nvml_source": "process (NVML's figure for this PID) | device (device memory used minus its level before the framework loaded; where NVML lists no PID of ours: containers, MIG)",
 }
 
 
@@ -213,6 +217,7 @@ TABLE_COLUMNS = (
     ("step_time_p90_ms", "p90 ms"),
     ("compile_s", "compile s"),
     ("peak_alloc_mb", "alloc MiB"),
+    ("data_resident_mb", "data MiB"),
     ("peak_rss_mb", "RSS MiB"),
     ("final_test_accuracy", "final acc"),
     ("best_test_accuracy", "best acc"),

@@ -127,6 +127,7 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     epochs = config.epochs or task.epochs
     slowdown, corrupt_fraction = test_regressions()
     row.update(calibrate())  # numpy only, before any framework is imported
+    nvml = NvmlProbe()  # its baseline: the device's memory before the framework loads
 
     clock = time.perf_counter()
     backend = load_backend_class(config.backend)(config)
@@ -149,12 +150,17 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
         raise ValueError(f"{len(data.y_train)} training samples make no batch of {batch_size}")
     row.update(train_samples=steps_per_epoch * batch_size, steps_per_epoch=steps_per_epoch)
 
-    nvml = NvmlProbe()
     clock = time.perf_counter()
     backend.setup(task, weights, data)
     row["setup_s"] = time.perf_counter() - clock
     row["params"] = backend.param_count()
+    row["mechanism"] = backend.mechanism  # as setup resolved it (compilation, kernels)
+    row["data_resident_mb"] = backend.data_resident_bytes() / 2**20
     nvml.sample()
+    # From here the allocator's peak is training's: reset now, read before each evaluation and
+    # reset after it; a framework that cannot reset (JAX) is read before the first one only.
+    backend.reset_memory_peak()
+    peak_counts, train_peak = True, None
     fault = injected_fault(config.cell_id)
     inject_fault(fault)
 
@@ -205,10 +211,13 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
                 raise Diverged(f"training loss is {loss} at epoch {epoch + 1}, step {first_step}")
             done = epoch * steps_per_epoch + first_step + num_steps
             progress.send(epoch=epoch + 1, epochs=epochs, done=done, total=total_steps)
-            if len(windows) == 1:
-                nvml.sample()
+            nvml.maybe_sample()  # between windows, at most once a second
         record_windows(row, windows, batch_size, train_time, task)
         nvml.sample()
+        peak = backend.memory_peak_bytes() if peak_counts else None
+        if peak is not None:
+            train_peak = max(train_peak or 0, peak)
+            row["peak_alloc_mb"] = train_peak / 2**20
         entry = {
             "epoch": epoch + 1,
             "train_time_s": train_time,
@@ -221,6 +230,7 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
             accuracy, test_loss = backend.evaluate()
             seconds = time.perf_counter() - clock
             eval_time += seconds
+            peak_counts = peak_counts and backend.reset_memory_peak()
             entry.update(test_accuracy=accuracy, test_loss=test_loss, eval_s=seconds)
             record_accuracy(row, entry, task.target_accuracy, epoch + 1, train_time)
         history.append(entry)
@@ -237,9 +247,8 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
             accuracy=entry["test_accuracy"],
         )
 
-    peak = backend.memory_peak_bytes()
-    row["peak_alloc_mb"] = peak / 2**20 if peak is not None else None
     row["peak_nvml_mb"] = nvml.peak_bytes / 2**20 if nvml.peak_bytes else None
+    row["nvml_source"] = nvml.source if nvml.peak_bytes else None
     row["total_time_s"] = time.perf_counter() - started
 
 

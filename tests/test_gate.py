@@ -663,10 +663,11 @@ def test_corrupt_labels_moves_a_seeded_share_to_the_next_class():
     assert np.array_equal(corrupted.x_train, data.x_train)
 
 
-def test_schema_version_2_adds_cpu_time_calibration_and_hooks_at_the_end():
-    assert SCHEMA_VERSION == 2
+def test_schema_versions_2_and_3_add_their_columns_at_the_end():
+    assert SCHEMA_VERSION == 3
     added = ["cpu_time_median_ms", "calib_matmul_ms", "calib_dispatch_ms", "test_hooks"]
-    assert list(COLUMNS)[-4:] == added
+    assert list(COLUMNS)[-6:-2] == added  # version 2
+    assert list(COLUMNS)[-2:] == ["data_resident_mb", "nvml_source"]  # version 3
 
 
 def test_resuming_a_run_of_another_schema_is_refused(tmp_path):

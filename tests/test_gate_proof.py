@@ -166,8 +166,8 @@ def test_broken_real_baselines_exit_2_with_clear_messages(small, tmp_path):
         ),
         "malformed": ("\n".join([*lines[:2], lines[2].rsplit(",", 3)[0]]), "a malformed CSV"),
         "other-schema": (
-            "\n".join([lines[0], *("3" + line[1:] for line in lines[1:])]),
-            "2 rows have schema_version 3 but this bench reads versions 1, 2",
+            "\n".join([lines[0], *("9" + line[1:] for line in lines[1:])]),
+            "2 rows have schema_version 9 but this bench reads versions 1, 2, 3",
         ),
     }
     for name, (text, message) in cases.items():

@@ -63,7 +63,10 @@ def test_logits_match_the_numpy_reference(name):
 
 def test_first_step_loss_is_the_loss_of_the_permuted_batch():
     backend, task, weights, data = make_backend("mnist_cnn")
-    assert backend.mode == "compiled" and backend.mechanism == "jax.jit(train_step), donated"
+    assert (
+        backend.mode == "compiled"
+        and backend.mechanism == "jax.jit(train_step), donated, step counter on the device"
+    )
     permutation = epoch_permutation(0, 0, len(data.y_train))
     backend.begin_epoch(permutation)
     batch = permutation[: task.batch_size]

@@ -392,7 +392,7 @@ def test_other_schema_version_is_an_error_with_exit_code_2(run_dirs, tmp_path, c
     assert report.main([str(run_dirs[0]), str(run_dir), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("bench: error: ")
-    assert "1 rows have schema_version 9 but this bench reads versions 1, 2" in error
+    assert "1 rows have schema_version 9 but this bench reads versions 1, 2, 3" in error
     assert not (tmp_path / "out").exists()
 
 
