@@ -72,7 +72,7 @@ baseline: venv
 # One process per backend (Keras fixes its backend per process); JSON per backend, with the raw
 # round times (--benchmark-save-data) that `bench gate` needs; then pytest-benchmark's own table.
 # glibc reads the malloc thresholds at process start, so they are set here, as the runner does
-# for its workers (bench.worker.worker_environment).
+# for its workers (bench.cell.worker_environment).
 bench-pytest: venv
 	mkdir -p $(BENCH_PYTEST_DIR)
 	for backend in $(BENCH_PYTEST_BACKENDS); do \

@@ -1,7 +1,8 @@
 """Framework adapters, one small file each, all behind the same interface.
 
-This package's __init__ imports no framework: backends are named here and imported lazily, by
-the worker, inside the run's own process (after it has set the environment).
+This package's __init__ imports no framework: backends are named in `backends.registry` and
+imported lazily, by the worker, inside the run's own process (after it has set the
+environment).
 
 The interface every backend class implements (the worker never branches on the framework):
 
@@ -33,46 +34,29 @@ The interface every backend class implements (the worker never branches on the f
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from dataclasses import dataclass, field
+from backends.registry import (
+    BACKENDS,
+    FRAMEWORK_MODULES,
+    FRAMEWORK_PACKAGES,
+    BackendEntry,
+    compile_cache_environment,
+    framework_environment,
+    load_backend_class,
+    missing_modules,
+)
 
-
-@dataclass(frozen=True)
-class BackendEntry:
-    module: str
-    class_name: str
-    environment: dict[str, str] = field(default_factory=dict)  # set before the process starts
-    requires: tuple[str, ...] = ()  # the modules it imports: without them it cannot run
-
-
-BACKENDS: dict[str, BackendEntry] = {
-    "torch": BackendEntry("backends.torch_backend", "TorchBackend", requires=("torch",)),
-    "jax": BackendEntry("backends.jax_backend", "JaxBackend", requires=("jax", "flax", "optax")),
-    "keras-tensorflow": BackendEntry(
-        "backends.keras_backend",
-        "KerasBackend",
-        {"KERAS_BACKEND": "tensorflow"},
-        ("keras", "tensorflow"),
-    ),
-    "keras-jax": BackendEntry(
-        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "jax"}, ("keras", "jax")
-    ),
-    "keras-torch": BackendEntry(
-        "backends.keras_backend", "KerasBackend", {"KERAS_BACKEND": "torch"}, ("keras", "torch")
-    ),
-}
-
-
-def missing_modules(name: str) -> list[str]:
-    """The modules backend `name` needs that are not installed (found without importing)."""
-    return [m for m in BACKENDS[name].requires if importlib.util.find_spec(m) is None]
+__all__ = [
+    "BACKENDS",
+    "FRAMEWORK_MODULES",
+    "FRAMEWORK_PACKAGES",
+    "BackendEntry",
+    "Unsupported",
+    "compile_cache_environment",
+    "framework_environment",
+    "load_backend_class",
+    "missing_modules",
+]
 
 
 class Unsupported(Exception):
     """This backend cannot run this configuration: the worker writes a `skipped` row with why."""
-
-
-def load_backend_class(name: str) -> type:
-    entry = BACKENDS[name]
-    return getattr(importlib.import_module(entry.module), entry.class_name)

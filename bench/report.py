@@ -40,11 +40,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends import BACKENDS, FRAMEWORK_MODULES
 from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION, format_value
 
 # Rows are like for like when these agree (threads only on the cpu, where they set the speed).
 GROUP_COLUMNS = ("task", "device", "device_name", "threads", "precision", "batch_size", "data")
-BACKEND_ORDER = ("torch", "jax", "keras-tensorflow", "keras-jax", "keras-torch")
+BACKEND_ORDER = tuple(BACKENDS)
 MODE_ORDER = ("eager", "compiled", "fused", "default")
 PLOT_SIZE_INCHES = (8.0, 4.5)
 PLOT_DPI = 100  # 8 x 4.5 in at 100 dpi: every PNG is 800 x 450 px
@@ -840,14 +841,14 @@ def default_out_dir(run_dirs: list[Path]) -> Path:
 
 
 def import_tensorboardx():
-    """tensorboardX, imported without letting it import torch.
+    """tensorboardX, imported without letting it import a framework.
 
     tensorboardX tries `import torch` when imported (to accept torch tensors, which this module
     never passes); that would cost seconds and break the rule that bench imports no framework.
-    A None entry in sys.modules makes that one import fail as if torch were absent; it is
-    removed afterwards, so a later `import torch` elsewhere works as usual.
+    A None entry in sys.modules makes such an import fail as if the framework were absent; the
+    entries are removed afterwards, so a later import elsewhere works as usual.
     """
-    blocked = [name for name in ("torch",) if name not in sys.modules]
+    blocked = [name for name in FRAMEWORK_MODULES if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]
     try:

@@ -19,6 +19,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from backends import FRAMEWORK_PACKAGES
 from bench.metrics import cpu_count, cpu_name, nvml_devices
 
 SCHEMA_VERSION = 3
@@ -155,8 +156,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that matter, read from metadata (nothing imported)."""
-    names = ("torch", "jax", "jaxlib", "flax", "optax", "keras", "tensorflow", "tensorflow-cpu")
-    names += ("numpy", "pandas", "nvidia-ml-py")
+    names = (*FRAMEWORK_PACKAGES, "numpy", "pandas", "nvidia-ml-py")
     versions = {}
     for name in names:
         try:

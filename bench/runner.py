@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from backends import compile_cache_environment
+from bench.cell import base_row, worker_environment
 from bench.config import InvalidCell, RunConfig, UsageError
 from bench.results import (
     append_row,
@@ -29,7 +31,6 @@ from bench.results import (
     write_atomic,
     write_environment,
 )
-from bench.worker import base_row, worker_environment
 
 STDERR_TAIL_CHARS = 1500
 
@@ -174,9 +175,7 @@ def run_cell(config: RunConfig, cell_dir: Path, on_progress) -> dict:
     started = time.monotonic()
     # On-disk compile caches would leak between runs: each run compiles cold, in its own folder.
     compile_cache = tempfile.TemporaryDirectory(prefix="bench-compile-cache-")
-    env = worker_environment(config)
-    env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(compile_cache.name, "inductor")
-    env["TRITON_CACHE_DIR"] = os.path.join(compile_cache.name, "triton")
+    env = worker_environment(config) | compile_cache_environment(compile_cache.name)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command,

@@ -2,7 +2,7 @@
 
     python -m bench.worker --config '<RunConfig JSON>' --out CELL_DIR [--progress-fd N]
 
-The runner starts this with the environment from `worker_environment` already set, so no
+The runner starts this with the environment from `bench.cell.worker_environment` already set, so no
 framework sees another setting. The worker owns the clock: it calls the backend's run_steps
 for windows of steps (each returns with the device synchronized) and times each with
 perf_counter. Phases are timed apart: import, data, setup, first dispatch (compile), warm-up
@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import BACKENDS, Unsupported, load_backend_class
+from backends import Unsupported, load_backend_class
 from bench import data as datasets
 from bench.calibration import Probe, calibrate
+from bench.cell import base_row, worker_environment
 from bench.config import RunConfig
 from bench.init import epoch_permutation, initial_weights
 from bench.metrics import NvmlProbe, Window, cpu_count, cpu_name, peak_rss_mb, step_time_stats
-from bench.results import empty_row, write_atomic
+from bench.results import write_atomic
 from bench.tasks import get_task
 
 OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "outofmemory")
@@ -53,42 +54,6 @@ CORRUPT_LABELS_VARIABLE = "BENCH_TEST_CORRUPT_LABELS"  # e.g. 0.4: that share of
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
-
-
-MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
-
-
-def worker_environment(config: RunConfig, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a run's process starts with: set before any framework is imported."""
-    env = dict(os.environ if base is None else base)
-    threads = str(config.threads or cpu_count())
-    env.update(
-        {
-            "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: allocate as needed, so peaks are real
-            "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow: the same
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            "OMP_NUM_THREADS": threads,
-            "MKL_NUM_THREADS": threads,
-            "TF_NUM_INTRAOP_THREADS": threads,
-            "PYTHONHASHSEED": str(config.seed),
-            "PYTHONUNBUFFERED": "1",
-            # glibc malloc: fixed thresholds, at the values its own dynamic adjustment reaches in
-            # a long run. With the dynamic default, every buffer over 128 KiB is mmap'ed and
-            # unmapped again (a page fault per page, every step) until the process first frees
-            # a large block; in a torch run that is the first evaluation, so the whole first
-            # epoch ran ~35% slower than the next (measured: MNIST CNN, 1 thread, 17.8 vs 13.0
-            # ms per step; 12.2 vs 12.8 with these), and short runs measured mostly page faults,
-            # whose cost on a shared VM varies from run to run. Same for every backend.
-            "MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD),
-            "MALLOC_TRIM_THRESHOLD_": str(2 * MALLOC_MMAP_THRESHOLD),
-        }
-    )
-    if config.device == "cpu":  # no framework may touch a GPU in a cpu run
-        env.update({"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"})
-    else:  # and a cuda run fails rather than falls back to the cpu
-        env["JAX_PLATFORMS"] = "cuda"
-    env.update(BACKENDS[config.backend].environment)
-    return env
 
 
 class Progress:
@@ -381,27 +346,6 @@ def write_csv(path: Path, records: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(records)
     os.replace(temporary, path)
-
-
-def base_row(config: RunConfig) -> dict:
-    task = get_task(config.task)
-    row = empty_row()
-    row.update(
-        cell_id=config.cell_id,
-        task=config.task,
-        dataset=task.dataset,
-        data=config.data,
-        backend=config.backend,
-        device=config.device,
-        threads=config.threads or cpu_count(),
-        precision=config.precision,
-        mode=config.mode,
-        batch_size=config.batch_size or task.batch_size,
-        seed=config.seed,
-        target_accuracy=task.target_accuracy if config.data == "real" else None,
-        flops_per_sample=task.flops_per_sample,
-    )
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,8 +207,8 @@ def bare_keras(mode: str, steps: int, device: str) -> float:
 
 def run_bare(backend: str, mode: str, device: str, steps: int) -> float:
     """The bare loop in a fresh process with the worker's environment."""
+    from bench.cell import worker_environment
     from bench.config import RunConfig
-    from bench.worker import worker_environment
 
     config = RunConfig(task="mnist_cnn", backend=backend, mode=mode, device=device, threads=2)
     env = worker_environment(config)

@@ -222,8 +222,8 @@ def test_the_probe_is_short_and_positive():
 
 
 def test_workers_fix_the_malloc_thresholds_for_every_backend():
+    from bench.cell import worker_environment
     from bench.config import RunConfig
-    from bench.worker import worker_environment
 
     for backend in ("torch", "jax", "keras-tensorflow"):
         env = worker_environment(RunConfig(task="mnist_cnn", backend=backend), base={})

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from backends import BACKENDS
+from bench.cell import worker_environment
 from bench.config import RunConfig
 from bench.metrics import nvml_devices
 from bench.tasks import TASKS
-from bench.worker import worker_environment
 
 pytestmark = pytest.mark.gpu
 

@@ -147,7 +147,7 @@ def probe(backend_name: str) -> dict:
 
 @pytest.fixture(scope="module", params=list(KERAS_BACKENDS))
 def probed(request, tmp_path_factory) -> tuple[str, dict]:
-    from bench.worker import worker_environment
+    from bench.cell import worker_environment
 
     backend = request.param
     if not all(importlib.util.find_spec(m) for m in ("keras", KERAS_BACKENDS[backend])):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from backends import BACKENDS
+from bench.cell import worker_environment
 from bench.config import RunConfig
 from bench.tasks import TASKS
-from bench.worker import worker_environment
 
 HERE = Path(__file__).resolve().parent
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "flax", "keras-tensorflow": "tensorflow"}

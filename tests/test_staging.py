@@ -21,6 +21,7 @@ import pytest
 
 from backends import BACKENDS, missing_modules
 from bench import worker
+from bench.cell import worker_environment
 from bench.config import RunConfig
 from bench.results import empty_row
 from bench.tasks import TASKS
@@ -36,7 +37,7 @@ LABEL_BYTES = {"torch": 8}  # torch's cross-entropy takes int64 labels; the othe
 
 
 def staging(backend: str, task: str, precision: str = "fp32") -> dict:
-    env = worker.worker_environment(RunConfig(task=task, backend=backend, threads=1))
+    env = worker_environment(RunConfig(task=task, backend=backend, threads=1))
     result = subprocess.run(
         [sys.executable, str(HERE / "staging_probe.py"), backend, task, precision],
         env=env,

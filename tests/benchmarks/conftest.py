@@ -8,7 +8,7 @@
     bench gate --baseline OLD/*.json --current .benchmarks/pytest/*.json   the regression gate
 
 Nothing here runs unless BENCH_PYTEST_BACKEND names the backend: only then does this conftest set
-the run environment (threads, devices, KERAS_BACKEND: bench.worker.worker_environment), before
+the run environment (threads, devices, KERAS_BACKEND: bench.cell.worker_environment), before
 any framework is imported, and record the machine calibration that `bench gate` normalizes by.
 The default `make test` run deselects these tests (marker `benchmarks`) and changes nothing.
 """
@@ -29,7 +29,7 @@ DEVICE = os.environ.get(DEVICE_VARIABLE) or "cpu"
 if BACKEND is not None:
     if BACKEND not in BACKENDS:
         raise ValueError(f"{BACKEND_VARIABLE}={BACKEND!r}; valid backends: {', '.join(BACKENDS)}")
-    from bench.worker import worker_environment
+    from bench.cell import worker_environment
 
     # the first task stands in for all: the environment depends on backend, device and threads
     os.environ.update(
