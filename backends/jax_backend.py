@@ -37,7 +37,7 @@ import numpy as np
 import optax
 from flax import linen
 
-from backends import Unsupported
+from backends.base import EVAL_BATCH, TF32_ON_CPU, BackendBase, Unsupported
 from bench.config import RunConfig
 from bench.data import Dataset
 from bench.init import Weights
@@ -52,9 +52,8 @@ from bench.layers import (
     layer_name,
     param_shapes,
 )
-from bench.tasks import TaskSpec, get_task
+from bench.tasks import TaskSpec
 
-EVAL_BATCH = 1024
 FLAX_PARAM_NAMES = {"embeddings": "embedding"}  # canonical name -> Flax's, where they differ
 
 Params = dict[str, dict[str, Any]]  # {layer name: {param name: array}}
@@ -105,26 +104,37 @@ class Model(linen.Module):
     @linen.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for index, layer in enumerate(self.layers):
-            name = layer_name(index, layer)
-            if isinstance(layer, Conv2D):
-                size = (layer.kernel_size, layer.kernel_size)
-                x = linen.Conv(layer.filters, size, padding="VALID", dtype=self.dtype, name=name)(x)
-            elif isinstance(layer, MaxPool2D):
-                pool = (layer.pool_size, layer.pool_size)
-                x = linen.max_pool(x, pool, strides=pool, padding="VALID")
-            elif isinstance(layer, Flatten):  # NHWC is native here: H, W, C order as the IR's
-                x = x.reshape(x.shape[0], -1)
-            elif isinstance(layer, Dense):
-                x = linen.Dense(layer.units, dtype=self.dtype, name=name)(x)
-            elif isinstance(layer, Embedding):
-                x = linen.Embed(layer.vocab_size, layer.dim, dtype=self.dtype, name=name)(x)
-            elif isinstance(layer, LSTM):
-                x = LastHidden(layer.units, dtype=self.dtype, name=name)(x)
-            else:
+            apply = FLAX_LAYERS.get(type(layer))
+            if apply is None:
                 raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
+            x = apply(layer, x, layer_name(index, layer), self.dtype)
             if getattr(layer, "activation", None) == "relu":
                 x = linen.relu(x)
         return x
+
+
+def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
+    pool = (layer.pool_size, layer.pool_size)
+    return linen.max_pool(x, pool, strides=pool, padding="VALID")
+
+
+def conv(layer: Conv2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
+    size = (layer.kernel_size, layer.kernel_size)
+    return linen.Conv(layer.filters, size, padding="VALID", dtype=dtype, name=name)(x)
+
+
+# One entry per IR layer type: (layer, x, canonical name, compute dtype) -> output, called
+# inside Model's compact __call__, so the submodules it makes are named by the canonical name.
+FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
+    Conv2D: conv,
+    MaxPool2D: max_pool,
+    Flatten: lambda layer, x, name, dtype: x.reshape(x.shape[0], -1),  # NHWC: H, W, C order
+    Dense: lambda layer, x, name, dtype: linen.Dense(layer.units, dtype=dtype, name=name)(x),
+    Embedding: lambda layer, x, name, dtype: linen.Embed(
+        layer.vocab_size, layer.dim, dtype=dtype, name=name
+    )(x),
+    LSTM: lambda layer, x, name, dtype: LastHidden(layer.units, dtype=dtype, name=name)(x),
+}
 
 
 def build_module(task: TaskSpec, dtype: Any = jnp.float32) -> Model:
@@ -154,7 +164,7 @@ def from_flax_layout(task: TaskSpec, params: Params) -> Weights:
 
 def set_precision(device: str, precision: str) -> None:
     if device == "cpu" and precision == "tf32":
-        raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
+        raise Unsupported(TF32_ON_CPU)
     # Covers matmuls and convolutions with fp32 inputs; bf16 compute is not affected.
     jax.config.update(
         "jax_default_matmul_precision", "tensorfloat32" if precision == "tf32" else "highest"
@@ -214,13 +224,12 @@ def make_eval_batch(model: Model) -> Callable:
     return jax.jit(eval_batch)
 
 
-class JaxBackend:
+class JaxBackend(BackendBase):
     framework = "jax"
     default_mode = "compiled"
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self.mode = self.default_mode if config.mode == "default" else config.mode
+    def __init__(self, config: RunConfig, task: TaskSpec) -> None:
+        super().__init__(config, task)
         self.device = self.find_device(config.device)
         set_precision(config.device, config.precision)
         self.compute_dtype = jnp.bfloat16 if config.precision == "bf16" else jnp.float32
@@ -229,7 +238,7 @@ class JaxBackend:
             "compiled": "jax.jit(train_step), donated, step counter on the device",
             "fused": f"jax.jit(lax.scan over {config.window_steps} steps), donated",
         }[self.mode]
-        if any(isinstance(layer, LSTM) for layer in get_task(config.task).layers):
+        if any(isinstance(layer, LSTM) for layer in task.layers):
             dtype = "bf16 compute, fp32 weights" if config.precision == "bf16" else "fp32"
             mechanism += f"; LSTM: a lax.scan loop over timesteps ({dtype})"
         self.mechanism = mechanism
@@ -241,10 +250,8 @@ class JaxBackend:
         try:
             return jax.devices("gpu")[0]
         except RuntimeError as error:
-            raise RuntimeError(
-                f"device cuda was requested but jax {jax.__version__} sees no GPU "
-                f"({error}); install jax[cuda12] or similar; refusing to run on cpu"
-            ) from None
+            detail = f"{error}; install jax[cuda12] or similar"
+            raise BackendBase.no_gpu(f"jax {jax.__version__}", detail) from None
 
     def versions(self) -> dict[str, str]:
         versions = {
@@ -262,9 +269,8 @@ class JaxBackend:
     def device_name(self) -> str | None:
         return self.device.device_kind if self.device.platform == "gpu" else None
 
-    def setup(self, task: TaskSpec, weights: Weights, data: Dataset) -> None:
-        self.task = task
-        self.batch_size = self.config.batch_size or task.batch_size
+    def setup(self, weights: Weights, data: Dataset) -> None:
+        task = self.task
         self.model = build_module(task, self.compute_dtype)
         sample = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
         self.shapes = jax.eval_shape(self.model.init, jax.random.key(0), sample)["params"]
@@ -304,12 +310,7 @@ class JaxBackend:
         return self.fused_functions[num_steps]
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
-        if (first_step + num_steps) * self.batch_size > self.permutation.shape[0]:
-            # the on-device slice would clamp and silently repeat the epoch's last batch
-            raise ValueError(
-                f"steps [{first_step}, {first_step + num_steps}) of {self.batch_size} samples "
-                f"run past the epoch's {self.permutation.shape[0]} samples"
-            )
+        self.check_window(first_step, num_steps, self.permutation.shape[0])
         state = (self.params, self.opt_state)
         data = (self.x_train, self.y_train, self.permutation)
         if self.mode == "fused":

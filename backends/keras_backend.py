@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,14 +69,13 @@ except ImportError as error:  # e.g. KERAS_BACKEND=tensorflow on a machine witho
         f"{error.name or 'a package'} installed, and it is not: {error}"
     ) from error
 
-from backends import Unsupported
+from backends.base import EVAL_BATCH, BackendBase, Unsupported
 from bench import data as datasets
 from bench.config import RunConfig
 from bench.init import Weights
 from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
-from bench.tasks import TaskSpec, get_task
+from bench.tasks import TaskSpec
 
-EVAL_BATCH = 1024
 WINDOWS_PER_EPOCH = 4  # timed windows (fit calls) per epoch, at most: see the module docstring
 FRAMEWORK = keras.backend.backend()  # "tensorflow" | "jax" | "torch", from KERAS_BACKEND
 
@@ -164,32 +165,38 @@ def dense_gradient(gradient):
     return gradient
 
 
+# One builder per IR layer type: (layer, dtype policy, use_cudnn) -> the Keras layer. The
+# canonical layout is Keras' own, so weights map unchanged.
+KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
+    Conv2D: lambda layer, dtype, _: keras.layers.Conv2D(
+        layer.filters,
+        layer.kernel_size,
+        padding=layer.padding,
+        activation=layer.activation,
+        dtype=dtype,
+    ),
+    MaxPool2D: lambda layer, dtype, _: keras.layers.MaxPooling2D(layer.pool_size, dtype=dtype),
+    Flatten: lambda layer, dtype, _: keras.layers.Flatten(dtype=dtype),
+    Dense: lambda layer, dtype, _: keras.layers.Dense(
+        layer.units, activation=layer.activation, dtype=dtype
+    ),
+    Embedding: lambda layer, dtype, _: keras.layers.Embedding(
+        layer.vocab_size, layer.dim, dtype=dtype
+    ),
+    LSTM: lambda layer, dtype, use_cudnn: keras.layers.LSTM(
+        layer.units, dtype=dtype, use_cudnn=use_cudnn
+    ),
+}
+
+
 def build_layers(task: TaskSpec, dtype: str, use_cudnn: bool | str = "auto") -> list[keras.Layer]:
-    """The IR as Keras layers: the canonical layout is Keras' own, so weights map unchanged."""
-    layers: list[keras.Layer] = []
+    """The IR as Keras layers."""
+    layers = []
     for layer in task.layers:
-        if isinstance(layer, Conv2D):
-            layers.append(
-                keras.layers.Conv2D(
-                    layer.filters,
-                    layer.kernel_size,
-                    padding=layer.padding,
-                    activation=layer.activation,
-                    dtype=dtype,
-                )
-            )
-        elif isinstance(layer, MaxPool2D):
-            layers.append(keras.layers.MaxPooling2D(layer.pool_size, dtype=dtype))
-        elif isinstance(layer, Flatten):
-            layers.append(keras.layers.Flatten(dtype=dtype))
-        elif isinstance(layer, Dense):
-            layers.append(keras.layers.Dense(layer.units, activation=layer.activation, dtype=dtype))
-        elif isinstance(layer, Embedding):
-            layers.append(keras.layers.Embedding(layer.vocab_size, layer.dim, dtype=dtype))
-        elif isinstance(layer, LSTM):
-            layers.append(keras.layers.LSTM(layer.units, dtype=dtype, use_cudnn=use_cudnn))
-        else:
+        build = KERAS_LAYERS.get(type(layer))
+        if build is None:
             raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
+        layers.append(build(layer, dtype, use_cudnn))
     return layers
 
 
@@ -213,10 +220,8 @@ class TensorflowSupport:
         except RuntimeError:  # the runtime already started (a second backend in one process)
             pass
         if device == "cuda" and not tf.config.list_physical_devices("GPU"):
-            raise RuntimeError(
-                f"device cuda was requested but TensorFlow {tf.__version__} sees no GPU "
-                f"(built with CUDA: {tf.test.is_built_with_cuda()}); refusing to run on cpu"
-            )
+            detail = f"built with CUDA: {tf.test.is_built_with_cuda()}"
+            raise BackendBase.no_gpu(f"TensorFlow {tf.__version__}", detail)
         self.device_scope = "/GPU:0" if device == "cuda" else "/CPU:0"
 
     def versions(self) -> dict[str, str]:
@@ -327,19 +332,11 @@ class TorchSupport:
     def __init__(self, device: str, precision: str, threads: int) -> None:
         import torch
 
+        from backends.torch_backend import configure_torch
+
         self.torch = torch
         self.device = device
-        tf32 = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
-        torch.backends.cudnn.benchmark = device == "cuda"  # as the torch backend does
-        torch.set_num_threads(threads)
-        if device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
-                "device cuda was requested but torch.cuda.is_available() is False (torch "
-                f"{torch.__version__}, CUDA build {torch.version.cuda}); refusing to run on cpu"
-            )
+        configure_torch(device, precision, threads)  # the torch backend's own settings
 
     def versions(self) -> dict[str, str]:
         versions = {"torch": self.torch.__version__}
@@ -479,8 +476,6 @@ def check_supported(mode: str, switches: dict, task: TaskSpec, config: RunConfig
         )
     if switches["jit_compile"] is True and cudnn_lstm(task, config.device, config.precision):
         raise Unsupported("Keras turns jit_compile off for a cuDNN LSTM on TensorFlow's GPU")
-    if config.precision == "tf32" and config.device == "cpu":
-        raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
 
 
 def seed_frameworks(seed: int) -> None:
@@ -498,16 +493,14 @@ def seed_frameworks(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-class KerasBackend:
+class KerasBackend(BackendBase):
     framework = f"keras-{FRAMEWORK}"
     # What compile's defaults give Keras users: eager on torch, a compiled step elsewhere (on a
     # CPU-only TensorFlow that is a tf.function graph without XLA; the mechanism says which).
     default_mode = "eager" if FRAMEWORK == "torch" else "compiled"
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        task = get_task(config.task)
-        self.mode = self.default_mode if config.mode == "default" else config.mode
+    def __init__(self, config: RunConfig, task: TaskSpec) -> None:
+        super().__init__(config, task)
         self.switches = compile_switches(config.mode)
         self.steps_per_execution = config.window_steps if self.mode == "fused" else 1
         check_supported(self.mode, self.switches, task, config)
@@ -515,7 +508,6 @@ class KerasBackend:
         self.support = FRAMEWORK_SUPPORT[FRAMEWORK](config.device, config.precision, threads)
         seed_frameworks(config.seed)
         self.dtype_policy = "mixed_bfloat16" if config.precision == "bf16" else "float32"
-        self.window_steps: int | None = None  # set in setup, from the epoch's length
         self.auto_jit = auto_jit_compile(task, config.device, config.precision)
         planned = self.switches["jit_compile"]
         self.mechanism = self.describe(self.auto_jit if planned == "auto" else planned)
@@ -533,8 +525,8 @@ class KerasBackend:
             steps += f" ({FUSED[FRAMEWORK]})"
         auto_note = f"Keras' default jit_compile='auto' is {self.auto_jit} ({auto}) here"
         parts = [f"fit, {switch}, {steps}", auto_note, FEED[FRAMEWORK]]
-        task, config = get_task(self.config.task), self.config
-        parts.append(describe_lstm(task, config.device, config.precision, jit_compile))
+        config = self.config
+        parts.append(describe_lstm(self.task, config.device, config.precision, jit_compile))
         if FRAMEWORK == "torch" and config.device == "cuda":
             parts.append("cudnn.benchmark=True")
         return "; ".join(part for part in parts if part)
@@ -545,9 +537,8 @@ class KerasBackend:
     def device_name(self) -> str | None:
         return self.support.device_name()
 
-    def setup(self, task: TaskSpec, weights: Weights, data: datasets.Dataset) -> None:
-        self.task = task
-        self.batch_size = self.config.batch_size or task.batch_size
+    def setup(self, weights: Weights, data: datasets.Dataset) -> None:
+        task = self.task
         steps_per_epoch = len(data.y_train) // self.batch_size
         # One fit call per window: at least a quarter epoch, so fit's per-call cost stays small.
         self.window_steps = max(self.config.window_steps, -(-steps_per_epoch // WINDOWS_PER_EPOCH))
@@ -598,11 +589,7 @@ class KerasBackend:
 
     def fit_input(self, first_step: int, num_steps: int) -> dict:
         """What fit gets for steps [first, first + num) of the epoch (see the module docstring)."""
-        if (first_step + num_steps) * self.batch_size > self.epoch_size:
-            raise ValueError(
-                f"steps [{first_step}, {first_step + num_steps}) run past the epoch's "
-                f"{self.epoch_size // self.batch_size} batches of {self.batch_size}"
-            )
+        self.check_window(first_step, num_steps, self.epoch_size)
         return self.support.fit_input(
             self.model, self.order, first_step, num_steps, self.batch_size
         )

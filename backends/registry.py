@@ -55,6 +55,13 @@ def load_backend_class(name: str) -> type:
     return getattr(importlib.import_module(entry.module), entry.class_name)
 
 
+def create_backend(config):
+    """The backend a RunConfig names, made for its task (the task reaches the backend once)."""
+    from bench.tasks import get_task
+
+    return load_backend_class(config.backend)(config, get_task(config.task))
+
+
 def framework_environment(backend: str, device: str, threads: int) -> dict[str, str]:
     """The frameworks' own settings for a run's process, set before anything is imported.
 

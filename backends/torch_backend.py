@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backends import Unsupported
+from backends.base import EVAL_BATCH, BackendBase, Unsupported
 from bench.config import RunConfig
 from bench.data import Dataset
 from bench.init import Weights
@@ -36,13 +38,13 @@ from bench.layers import (
     Dense,
     Embedding,
     Flatten,
+    Layer,
     MaxPool2D,
+    Shape,
     layer_name,
     trace_shapes,
 )
 from bench.tasks import TaskSpec
-
-EVAL_BATCH = 1024
 
 
 class LastHidden(nn.Module):
@@ -130,29 +132,96 @@ def choose_lstm_implementation(device: torch.device, dtype: torch.dtype, feature
     return "loop"
 
 
+@dataclass(frozen=True)
+class TorchLayer:
+    """How one IR layer type becomes torch: its module, and its parameters' layout both ways.
+
+    build(layer, input_shape) -> nn.Module
+    to_torch(layer, params, flattened) -> {state_dict suffix: array}, from the canonical params
+    from_torch(layer, state, flattened) -> {canonical param: array}, the inverse
+    `flattened` is the (H, W, C) shape a Flatten right before the layer flattened, else None.
+    """
+
+    build: Callable[[Layer, Shape], nn.Module]
+    to_torch: Callable[[Layer, Weights, Shape | None], Weights] = lambda *_: {}
+    from_torch: Callable[[Layer, Weights, Shape | None], Weights] = lambda *_: {}
+
+
+def dense_to_torch(layer: Dense, params: Weights, flattened: Shape | None) -> Weights:
+    kernel = params["kernel"]
+    if flattened is not None:  # rows in H, W, C order -> torch's C, H, W flatten order
+        height, width, channels = flattened
+        kernel = kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3)
+        kernel = kernel.reshape(height * width * channels, -1)
+    return {"weight": kernel.T, "bias": params["bias"]}
+
+
+def dense_from_torch(layer: Dense, state: Weights, flattened: Shape | None) -> Weights:
+    kernel = state["weight"].T
+    if flattened is not None:
+        height, width, channels = flattened
+        kernel = kernel.reshape(channels, height, width, -1).transpose(1, 2, 0, 3)
+        kernel = kernel.reshape(height * width * channels, -1)
+    return {"kernel": kernel, "bias": state["bias"]}
+
+
+def lstm_to_torch(layer: LSTM, params: Weights, flattened: Shape | None) -> Weights:
+    """torch's gate order is i, f, g, o too; its second bias stays zero (LastHidden)."""
+    return {
+        "lstm.weight_ih_l0": params["kernel"].T,
+        "lstm.weight_hh_l0": params["recurrent_kernel"].T,
+        "lstm.bias_ih_l0": params["bias"],
+        "lstm.bias_hh_l0": np.zeros_like(params["bias"]),
+    }
+
+
+def lstm_from_torch(layer: LSTM, state: Weights, flattened: Shape | None) -> Weights:
+    return {
+        "kernel": state["lstm.weight_ih_l0"].T,
+        "recurrent_kernel": state["lstm.weight_hh_l0"].T,
+        "bias": state["lstm.bias_ih_l0"] + state["lstm.bias_hh_l0"],
+    }
+
+
+TORCH_LAYERS: dict[type, TorchLayer] = {
+    Conv2D: TorchLayer(
+        lambda layer, shape: nn.Conv2d(shape[-1], layer.filters, layer.kernel_size),
+        lambda layer, p, _: {"weight": p["kernel"].transpose(3, 2, 0, 1), "bias": p["bias"]},
+        lambda layer, s, _: {"kernel": s["weight"].transpose(2, 3, 1, 0), "bias": s["bias"]},
+    ),
+    MaxPool2D: TorchLayer(lambda layer, shape: nn.MaxPool2d(layer.pool_size)),
+    Flatten: TorchLayer(lambda layer, shape: nn.Flatten()),
+    Dense: TorchLayer(
+        lambda layer, shape: nn.Linear(shape[-1], layer.units), dense_to_torch, dense_from_torch
+    ),
+    Embedding: TorchLayer(
+        lambda layer, shape: nn.Embedding(layer.vocab_size, layer.dim),
+        lambda layer, p, _: {"weight": p["embeddings"]},
+        lambda layer, s, _: {"embeddings": s["weight"]},
+    ),
+    LSTM: TorchLayer(
+        lambda layer, shape: LastHidden(shape[-1], layer.units), lstm_to_torch, lstm_from_torch
+    ),
+}
+
+
+def torch_layer(layer: Layer) -> TorchLayer:
+    try:
+        return TORCH_LAYERS[type(layer)]
+    except KeyError:
+        raise NotImplementedError(f"torch backend has no {type(layer).__name__}") from None
+
+
 def build_module(task: TaskSpec) -> nn.Sequential:
     modules: list[nn.Module] = []
     for layer, (in_shape, _) in zip(task.layers, trace_shapes(task.layers, task.input_shape)):
-        if isinstance(layer, Conv2D):
-            modules.append(nn.Conv2d(in_shape[-1], layer.filters, layer.kernel_size))
-        elif isinstance(layer, MaxPool2D):
-            modules.append(nn.MaxPool2d(layer.pool_size))
-        elif isinstance(layer, Flatten):
-            modules.append(nn.Flatten())
-        elif isinstance(layer, Dense):
-            modules.append(nn.Linear(in_shape[-1], layer.units))
-        elif isinstance(layer, Embedding):
-            modules.append(nn.Embedding(layer.vocab_size, layer.dim))
-        elif isinstance(layer, LSTM):
-            modules.append(LastHidden(in_shape[-1], layer.units))
-        else:
-            raise NotImplementedError(f"torch backend has no {type(layer).__name__}")
+        modules.append(torch_layer(layer).build(layer, in_shape))
         if getattr(layer, "activation", None) == "relu":
             modules.append(nn.ReLU())
     return nn.Sequential(*modules)
 
 
-def flatten_source(task: TaskSpec, index: int) -> tuple | None:
+def flatten_source(task: TaskSpec, index: int) -> Shape | None:
     """The (H, W, C) shape flattened right before layer `index`, if that layer follows a Flatten."""
     if index > 0 and isinstance(task.layers[index - 1], Flatten):
         return trace_shapes(task.layers, task.input_shape)[index - 1][0]
@@ -162,59 +231,33 @@ def flatten_source(task: TaskSpec, index: int) -> tuple | None:
 def to_torch_layout(task: TaskSpec, weights: Weights) -> dict[str, np.ndarray]:
     """Canonical (NHWC / HWIO / gates i,f,g,o) -> nn.Sequential state_dict entries."""
     state = {}
-    model_names = _sequential_names(task)
     for index, layer in enumerate(task.layers):
-        name = layer_name(index, layer)
-        prefix = model_names.get(index)
-        if isinstance(layer, Conv2D):
-            state[f"{prefix}.weight"] = weights[f"{name}/kernel"].transpose(3, 2, 0, 1)
-            state[f"{prefix}.bias"] = weights[f"{name}/bias"]
-        elif isinstance(layer, Dense):
-            kernel = weights[f"{name}/kernel"]
-            source = flatten_source(task, index)
-            if source is not None:  # rows in H, W, C order -> torch's C, H, W flatten order
-                height, width, channels = source
-                kernel = kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3)
-                kernel = kernel.reshape(height * width * channels, -1)
-            state[f"{prefix}.weight"] = kernel.T
-            state[f"{prefix}.bias"] = weights[f"{name}/bias"]
-        elif isinstance(layer, Embedding):
-            state[f"{prefix}.weight"] = weights[f"{name}/embeddings"]
-        elif isinstance(layer, LSTM):  # torch's gate order is i, f, g, o too
-            state[f"{prefix}.lstm.weight_ih_l0"] = weights[f"{name}/kernel"].T
-            state[f"{prefix}.lstm.weight_hh_l0"] = weights[f"{name}/recurrent_kernel"].T
-            state[f"{prefix}.lstm.bias_ih_l0"] = weights[f"{name}/bias"]
-            state[f"{prefix}.lstm.bias_hh_l0"] = np.zeros_like(weights[f"{name}/bias"])
-    return {key: np.ascontiguousarray(value) for key, value in state.items()}
+        name, prefix = layer_name(index, layer), _sequential_names(task)[index]
+        params = {
+            key.split("/")[1]: value for key, value in weights.items() if key.startswith(f"{name}/")
+        }
+        for suffix, value in (
+            torch_layer(layer).to_torch(layer, params, flatten_source(task, index)).items()
+        ):
+            state[f"{prefix}.{suffix}"] = np.ascontiguousarray(value)
+    return state
 
 
 def from_torch_layout(task: TaskSpec, state: dict[str, np.ndarray]) -> Weights:
     """The inverse of to_torch_layout (LSTM biases are summed: bias_hh is frozen at zero)."""
     weights = {}
-    model_names = _sequential_names(task)
     for index, layer in enumerate(task.layers):
-        name = layer_name(index, layer)
-        prefix = model_names.get(index)
-        if isinstance(layer, Conv2D):
-            weights[f"{name}/kernel"] = state[f"{prefix}.weight"].transpose(2, 3, 1, 0)
-            weights[f"{name}/bias"] = state[f"{prefix}.bias"]
-        elif isinstance(layer, Dense):
-            kernel = state[f"{prefix}.weight"].T
-            source = flatten_source(task, index)
-            if source is not None:
-                height, width, channels = source
-                kernel = kernel.reshape(channels, height, width, -1).transpose(1, 2, 0, 3)
-                kernel = kernel.reshape(height * width * channels, -1)
-            weights[f"{name}/kernel"] = kernel
-            weights[f"{name}/bias"] = state[f"{prefix}.bias"]
-        elif isinstance(layer, Embedding):
-            weights[f"{name}/embeddings"] = state[f"{prefix}.weight"]
-        elif isinstance(layer, LSTM):
-            weights[f"{name}/kernel"] = state[f"{prefix}.lstm.weight_ih_l0"].T
-            weights[f"{name}/recurrent_kernel"] = state[f"{prefix}.lstm.weight_hh_l0"].T
-            bias = state[f"{prefix}.lstm.bias_ih_l0"] + state[f"{prefix}.lstm.bias_hh_l0"]
-            weights[f"{name}/bias"] = bias
-    return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in weights.items()}
+        name, prefix = layer_name(index, layer), _sequential_names(task)[index]
+        own = {
+            key[len(prefix) + 1 :]: value
+            for key, value in state.items()
+            if key.startswith(f"{prefix}.")
+        }
+        for param, value in (
+            torch_layer(layer).from_torch(layer, own, flatten_source(task, index)).items()
+        ):
+            weights[f"{name}/{param}"] = np.ascontiguousarray(value, dtype=np.float32)
+    return weights
 
 
 def _sequential_names(task: TaskSpec) -> dict[int, str]:
@@ -226,37 +269,35 @@ def _sequential_names(task: TaskSpec) -> dict[int, str]:
     return names
 
 
-def set_precision(device: str, precision: str) -> None:
+def configure_torch(device: str, precision: str, threads: int) -> None:
+    """torch's process-wide settings for a run (the Keras backend on torch uses them too):
+    TF32 only under tf32, cuDNN's autotuner on cuda, the thread count; and a cuda run on a
+    torch that sees no GPU is refused, never run on the cpu."""
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    if device == "cpu" and tf32:
-        raise Unsupported("tf32 is a CUDA tensor-core math mode; on cpu use fp32 or bf16")
     # cuDNN's autotuner picks each convolution's fastest algorithm on its first call (the
     # compile and warm-up windows), as XLA and TensorFlow autotune theirs.
     torch.backends.cudnn.benchmark = device == "cuda"
+    torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        detail = f"torch {torch.__version__}, CUDA build {torch.version.cuda}"
+        raise BackendBase.no_gpu("torch", f"torch.cuda.is_available() is False; {detail}")
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
     framework = "torch"
     default_mode = "eager"
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        self.mode = self.default_mode if config.mode == "default" else config.mode
+    def __init__(self, config: RunConfig, task: TaskSpec) -> None:
+        super().__init__(config, task)
         if self.mode == "fused" and config.device != "cuda":
             raise Unsupported(
                 "torch's fused mode is a CUDA graph of the whole train step; there are no "
                 "CUDA graphs on cpu"
             )
-        if config.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
-                "device cuda was requested but torch.cuda.is_available() is False "
-                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); refusing to run on cpu"
-            )
-        set_precision(config.device, config.precision)
-        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        configure_torch(config.device, config.precision, config.threads or os.cpu_count() or 1)
         torch.manual_seed(config.seed)
         self.device = torch.device(config.device)
         self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
@@ -304,9 +345,8 @@ class TorchBackend:
         cache = self.mode != "fused"
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, cache_enabled=cache)
 
-    def setup(self, task: TaskSpec, weights: Weights, data: Dataset) -> None:
-        self.task = task
-        self.batch_size = self.config.batch_size or task.batch_size
+    def setup(self, weights: Weights, data: Dataset) -> None:
+        task = self.task
         self.model = build_module(task).to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -432,6 +472,7 @@ class TorchBackend:
         torch.cuda.synchronize(self.device)
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
+        self.check_window(first_step, num_steps, self.steps_per_epoch * self.batch_size)
         if self.mode == "fused":
             return self.replay_steps(first_step, num_steps)
         batch = self.batch_size
@@ -444,11 +485,6 @@ class TorchBackend:
         return loss.item()  # .item() waits for the device: the window ends synchronized
 
     def replay_steps(self, first_step: int, num_steps: int) -> float:
-        if first_step + num_steps > self.steps_per_epoch:
-            raise ValueError(
-                f"steps [{first_step}, {first_step + num_steps}) run past the epoch's "
-                f"{self.steps_per_epoch} batches"
-            )
         if self.graph is None:
             self.capture()
         self.step_counter.fill_(first_step)

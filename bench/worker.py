@@ -21,35 +21,23 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import time
 import traceback
 from pathlib import Path
-
-import numpy as np
 
 from backends import Unsupported, load_backend_class
 from bench import data as datasets
 from bench.calibration import Probe, calibrate
 from bench.cell import base_row, worker_environment
 from bench.config import RunConfig
+from bench.hooks import apply_hooks, test_hooks_in_use
 from bench.init import epoch_permutation, initial_weights
 from bench.metrics import NvmlProbe, Window, cpu_count, cpu_name, peak_rss_mb, step_time_stats
 from bench.results import write_atomic
 from bench.tasks import get_task
 
 OOM_MARKERS = ("out of memory", "resource_exhausted", "resourceexhausted", "outofmemory")
-# Test-only fault injection, inactive unless set: BENCH_TEST_FAULT applies to every run,
-# BENCH_TEST_FAULTS (JSON {cell_id: fault}) to the named runs.
-FAULT_VARIABLE = "BENCH_TEST_FAULT"
-FAULTS_VARIABLE = "BENCH_TEST_FAULTS"
-# Test-only regressions for the gate's proof tests, inactive unless set; a row made under any
-# test hook names it in its `test_hooks` column (and `bench baseline` refuses such rows).
-SLOWDOWN_VARIABLE = "BENCH_TEST_SLOWDOWN"  # e.g. 0.15: every timed window takes 15% longer,
-# busy (work on the CPU, as a slower train step does, so wall and CPU time both grow)
-CORRUPT_LABELS_VARIABLE = "BENCH_TEST_CORRUPT_LABELS"  # e.g. 0.4: that share of training labels
-# is moved to the next class (label + 1 mod classes), a systematic error that costs accuracy
 
 
 class Diverged(Exception):
@@ -84,203 +72,170 @@ def is_oom(error: BaseException) -> bool:
     return any(marker in text for marker in OOM_MARKERS)
 
 
-def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None:
-    """Fill `row` as the run goes, so a failure keeps what was measured before it."""
-    started = time.perf_counter()
-    task = get_task(config.task)
-    batch_size = config.batch_size or task.batch_size
-    epochs = config.epochs or task.epochs
-    slowdown, corrupt_fraction = test_regressions()
-    row.update(calibrate())  # numpy only, before any framework is imported
-    nvml = NvmlProbe()  # its baseline: the device's memory before the framework loads
+def timed_window(backend, first_step: int, num_steps: int) -> tuple[float, float, float]:
+    """One timed window: (loss, wall seconds, process CPU seconds) of one run_steps call, which
+    returns with the device synchronized. Nothing else happens between the two clock reads."""
+    clock, cpu_clock = time.perf_counter(), time.process_time()
+    loss = backend.run_steps(first_step, num_steps)
+    return loss, time.perf_counter() - clock, time.process_time() - cpu_clock
 
-    clock = time.perf_counter()
-    backend = load_backend_class(config.backend)(config)
-    row["import_s"] = time.perf_counter() - clock
-    row.update(mode=backend.mode, mechanism=backend.mechanism)
-    row["framework_version"] = " ".join(f"{k}={v}" for k, v in backend.versions().items())
-    row["device_name"] = backend.device_name() or cpu_name()
 
-    clock = time.perf_counter()
-    data = datasets.load(
-        task.dataset, data_dir=config.data_dir, synthetic=config.data == "synthetic"
-    )
-    data = limit(data, config.train_limit, config.test_limit)
-    if corrupt_fraction:
-        data = corrupt_labels(data, corrupt_fraction, task.num_classes, config.seed)
-    weights = initial_weights(task.layers, task.input_shape, config.seed)
-    row["data_s"] = time.perf_counter() - clock
-    steps_per_epoch = len(data.y_train) // batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(data.y_train)} training samples make no batch of {batch_size}")
-    row.update(train_samples=steps_per_epoch * batch_size, steps_per_epoch=steps_per_epoch)
+class Run:
+    """One run's phases, filling `row` as they go, so a failure keeps what was measured."""
 
-    clock = time.perf_counter()
-    backend.setup(task, weights, data)
-    row["setup_s"] = time.perf_counter() - clock
-    row["params"] = backend.param_count()
-    row["mechanism"] = backend.mechanism  # as setup resolved it (compilation, kernels)
-    row["data_resident_mb"] = backend.data_resident_bytes() / 2**20
-    nvml.sample()
-    # From here the allocator's peak is training's: reset now, read before each evaluation and
-    # reset after it; a framework that cannot reset (JAX) is read before the first one only.
-    backend.reset_memory_peak()
-    peak_counts, train_peak = True, None
-    fault = injected_fault(config.cell_id)
-    inject_fault(fault)
+    def __init__(self, config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None:
+        self.config, self.out_dir, self.row, self.progress = config, out_dir, row, progress
+        self.task = get_task(config.task)
+        self.batch_size = config.batch_size or self.task.batch_size
+        self.epochs = config.epochs or self.task.epochs
+        self.windows: list[Window] = []
+        self.history: list[dict] = []
+        self.train_time = self.eval_time = 0.0
+        self.seen_sizes: set[int] = set()
+        self.train_peak: int | None = None
+        self.peak_counts = True  # False once the allocator's peak can no longer be reset
 
-    # A backend may ask for other windows (e.g. whole epochs where its loop cannot be cut finer).
-    window_steps = getattr(backend, "window_steps", None) or config.window_steps
-    row["window_steps"] = window_steps
-    first_dispatch = min(window_steps if backend.mode == "fused" else 1, steps_per_epoch)
-    windows: list[Window] = []
-    history: list[dict] = []
-    probe = Probe()
-    train_time = eval_time = 0.0
-    seen_sizes: set[int] = set()
-    total_steps = epochs * steps_per_epoch
-    for epoch in range(epochs):
+    def load(self) -> None:
+        """Framework, data and initial weights; the calibration and NVML's baseline first."""
+        config, task, row = self.config, self.task, self.row
+        row.update(calibrate())  # numpy only, before any framework is imported
+        self.nvml = NvmlProbe()  # its baseline: the device's memory before the framework loads
         clock = time.perf_counter()
-        backend.begin_epoch(epoch_permutation(config.seed, epoch, len(data.y_train)))
-        train_time += time.perf_counter() - clock
-        probe_ms = probe()  # the machine's speed now, after the evaluation
-        start = first_dispatch if epoch == 0 else 0
-        plan = plan_windows(steps_per_epoch, start, window_steps)
-        if epoch == 0:
-            plan.insert(0, (0, first_dispatch))
-        epoch_losses = []
-        for first_step, num_steps in plan:
-            probe_before = probe_ms
-            clock, cpu_clock = time.perf_counter(), time.process_time()
-            loss = backend.run_steps(first_step, num_steps)
-            if slowdown:  # test-only: a slower train step, inside the timed window
-                busy_wait(
-                    slowdown * (time.perf_counter() - clock),
-                    slowdown * (time.process_time() - cpu_clock),
-                )
-            seconds = time.perf_counter() - clock
-            cpu_seconds = time.process_time() - cpu_clock
-            train_time += seconds
-            probe_ms = probe()  # outside the timed window
-            around = math.sqrt(probe_before * probe_ms)
-            phase = window_phase(len(windows), num_steps, seen_sizes, config.warmup_windows)
-            windows.append(
-                Window(epoch, first_step, num_steps, seconds, phase, loss, cpu_seconds, around)
+        backend = load_backend_class(config.backend)(config, task)
+        self.backend = apply_hooks(backend, config.cell_id, config.seed)
+        row["import_s"] = time.perf_counter() - clock
+        row.update(mode=backend.mode, mechanism=backend.mechanism)
+        row["framework_version"] = " ".join(f"{k}={v}" for k, v in backend.versions().items())
+        row["device_name"] = backend.device_name() or cpu_name()
+        clock = time.perf_counter()
+        synthetic = config.data == "synthetic"
+        data = datasets.load(task.dataset, data_dir=config.data_dir, synthetic=synthetic)
+        self.data = limit(data, config.train_limit, config.test_limit)
+        self.weights = initial_weights(task.layers, task.input_shape, config.seed)
+        row["data_s"] = time.perf_counter() - clock
+        self.steps_per_epoch = len(self.data.y_train) // self.batch_size
+        if self.steps_per_epoch < 1:
+            samples = len(self.data.y_train)
+            raise ValueError(f"{samples} training samples make no batch of {self.batch_size}")
+        row.update(
+            train_samples=self.steps_per_epoch * self.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+        )
+
+    def setup(self) -> None:
+        """The model and the data on the device; from here the allocator's peak is training's
+        (reset now, read before each evaluation and reset after it; a framework that cannot
+        reset, JAX, is read before the first evaluation only)."""
+        clock = time.perf_counter()
+        self.backend.setup(self.weights, self.data)
+        row = self.row
+        row["setup_s"] = time.perf_counter() - clock
+        row["params"] = self.backend.param_count()
+        row["mechanism"] = self.backend.mechanism  # as setup resolved it (compilation, kernels)
+        row["data_resident_mb"] = self.backend.data_resident_bytes() / 2**20
+        row["window_steps"] = self.backend.window_steps
+        self.nvml.sample()
+        self.backend.reset_memory_peak()
+
+    def plan(self, epoch: int) -> list[tuple[int, int]]:
+        """The epoch's windows; the first of the run is the first dispatch (the compile)."""
+        window_steps = self.backend.window_steps
+        if epoch > 0:
+            return plan_windows(self.steps_per_epoch, 0, window_steps)
+        first = min(window_steps if self.backend.mode == "fused" else 1, self.steps_per_epoch)
+        return [(0, first), *plan_windows(self.steps_per_epoch, first, window_steps)]
+
+    def train_epoch(self, epoch: int, probe: Probe) -> list[float]:
+        """The epoch's timed windows; the machine-state probe and NVML run between them."""
+        clock = time.perf_counter()
+        permutation = epoch_permutation(self.config.seed, epoch, len(self.data.y_train))
+        self.backend.begin_epoch(permutation)
+        self.train_time += time.perf_counter() - clock
+        probe_ms, losses = probe(), []  # the machine's speed now, after the evaluation
+        for first_step, num_steps in self.plan(epoch):
+            loss, seconds, cpu_seconds = timed_window(self.backend, first_step, num_steps)
+            self.train_time += seconds
+            probe_before, probe_ms = probe_ms, probe()  # outside the timed window
+            phase = window_phase(
+                len(self.windows), num_steps, self.seen_sizes, self.config.warmup_windows
             )
-            epoch_losses.append(loss)
-            if fault == "nan" and len(windows) > 1:
-                loss = float("nan")  # test-only: the loss a diverging run reports
-            row["final_train_loss"] = loss
+            around = math.sqrt(probe_before * probe_ms)
+            window = Window(epoch, first_step, num_steps, seconds, phase, loss, cpu_seconds, around)
+            self.windows.append(window)
+            losses.append(loss)
+            self.row["final_train_loss"] = loss
             if not math.isfinite(loss):
-                record_windows(row, windows, batch_size, train_time, task)
+                self.record_windows()
                 raise Diverged(f"training loss is {loss} at epoch {epoch + 1}, step {first_step}")
-            done = epoch * steps_per_epoch + first_step + num_steps
-            progress.send(epoch=epoch + 1, epochs=epochs, done=done, total=total_steps)
-            nvml.maybe_sample()  # between windows, at most once a second
-        record_windows(row, windows, batch_size, train_time, task)
-        nvml.sample()
-        peak = backend.memory_peak_bytes() if peak_counts else None
+            done = epoch * self.steps_per_epoch + first_step + num_steps
+            total = self.epochs * self.steps_per_epoch
+            self.progress.send(epoch=epoch + 1, epochs=self.epochs, done=done, total=total)
+            self.nvml.maybe_sample()  # between windows, at most once a second
+        self.record_windows()
+        self.nvml.sample()
+        self.read_memory_peak()
+        return losses
+
+    def read_memory_peak(self) -> None:
+        peak = self.backend.memory_peak_bytes() if self.peak_counts else None
         if peak is not None:
-            train_peak = max(train_peak or 0, peak)
-            row["peak_alloc_mb"] = train_peak / 2**20
+            self.train_peak = max(self.train_peak or 0, peak)
+            self.row["peak_alloc_mb"] = self.train_peak / 2**20
+
+    def evaluate(self, epoch: int, losses: list[float]) -> dict:
+        """The epoch's history entry, with test accuracy on real data (never timed as training)."""
         entry = {
             "epoch": epoch + 1,
-            "train_time_s": train_time,
-            "train_loss": sum(epoch_losses) / len(epoch_losses),
+            "train_time_s": self.train_time,
+            "train_loss": sum(losses) / len(losses),
         }
-        if data.synthetic:
-            entry.update(test_accuracy=None, test_loss=None, eval_s=None)
-        else:
-            clock = time.perf_counter()
-            accuracy, test_loss = backend.evaluate()
-            seconds = time.perf_counter() - clock
-            eval_time += seconds
-            peak_counts = peak_counts and backend.reset_memory_peak()
-            entry.update(test_accuracy=accuracy, test_loss=test_loss, eval_s=seconds)
-            record_accuracy(row, entry, task.target_accuracy, epoch + 1, train_time)
-        history.append(entry)
-        row["epochs"] = epoch + 1
-        row["eval_time_s"] = eval_time
-        write_csv(out_dir / "history.csv", history)
-        write_csv(out_dir / "windows.csv", [dataclasses.asdict(w) for w in windows])
-        progress.send(
+        if self.data.synthetic:
+            return entry | {"test_accuracy": None, "test_loss": None, "eval_s": None}
+        clock = time.perf_counter()
+        accuracy, test_loss = self.backend.evaluate()
+        seconds = time.perf_counter() - clock
+        self.eval_time += seconds
+        self.peak_counts = self.peak_counts and self.backend.reset_memory_peak()
+        entry.update(test_accuracy=accuracy, test_loss=test_loss, eval_s=seconds)
+        record_accuracy(self.row, entry, self.task.target_accuracy, epoch + 1, self.train_time)
+        return entry
+
+    def record_windows(self) -> None:
+        record_windows(self.row, self.windows, self.batch_size, self.train_time, self.task)
+
+    def end_epoch(self, epoch: int, entry: dict) -> None:
+        self.history.append(entry)
+        self.row["epochs"] = epoch + 1
+        self.row["eval_time_s"] = self.eval_time
+        write_csv(self.out_dir / "history.csv", self.history)
+        write_csv(self.out_dir / "windows.csv", [dataclasses.asdict(w) for w in self.windows])
+        self.progress.send(
             force=True,
             epoch=epoch + 1,
-            epochs=epochs,
-            done=(epoch + 1) * steps_per_epoch,
-            total=total_steps,
+            epochs=self.epochs,
+            done=(epoch + 1) * self.steps_per_epoch,
+            total=self.epochs * self.steps_per_epoch,
             accuracy=entry["test_accuracy"],
         )
 
-    row["peak_nvml_mb"] = nvml.peak_bytes / 2**20 if nvml.peak_bytes else None
-    row["nvml_source"] = nvml.source if nvml.peak_bytes else None
+    def finish(self) -> None:
+        nvml = self.nvml
+        self.row["peak_nvml_mb"] = nvml.peak_bytes / 2**20 if nvml.peak_bytes else None
+        self.row["nvml_source"] = nvml.source if nvml.peak_bytes else None
+
+
+def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None:
+    """Fill `row` as the run goes, so a failure keeps what was measured before it."""
+    started = time.perf_counter()
+    job = Run(config, out_dir, row, progress)
+    job.load()
+    job.setup()
+    probe = Probe()
+    for epoch in range(job.epochs):
+        losses = job.train_epoch(epoch, probe)
+        job.end_epoch(epoch, job.evaluate(epoch, losses))
+    job.finish()
     row["total_time_s"] = time.perf_counter() - started
-
-
-def injected_fault(cell_id: str) -> str | None:
-    faults = json.loads(os.environ.get(FAULTS_VARIABLE) or "{}")
-    return faults.get(cell_id) or os.environ.get(FAULT_VARIABLE) or None
-
-
-def test_hooks_in_use(cell_id: str) -> str:
-    """The test-only hooks set for this run, as the `test_hooks` column shows them."""
-    hooks = [f"{FAULT_VARIABLE}={injected_fault(cell_id)}"] if injected_fault(cell_id) else []
-    for name in (SLOWDOWN_VARIABLE, CORRUPT_LABELS_VARIABLE):
-        if os.environ.get(name):
-            hooks.append(f"{name}={os.environ[name]}")
-    return " ".join(hooks)
-
-
-def test_regressions() -> tuple[float, float]:
-    """(slowdown, corrupted label fraction) from the test-only variables; (0, 0) when unset."""
-    values = []
-    for name, upper in ((SLOWDOWN_VARIABLE, 10.0), (CORRUPT_LABELS_VARIABLE, 1.0)):
-        text = os.environ.get(name) or "0"
-        try:
-            value = float(text)
-        except ValueError:
-            value = -1.0
-        if not 0 <= value <= upper:
-            raise ValueError(f"{name} must be a number from 0 to {upper:g}, got {text!r}")
-        values.append(value)
-    return values[0], values[1]
-
-
-def busy_wait(wall_seconds: float, cpu_seconds: float) -> None:
-    """Test-only (the slowdown hook): spin until at least `wall_seconds` of wall time and
-    `cpu_seconds` of process CPU time have passed, so that the window grows by the share asked
-    for in both the wall and the CPU time per step (a multi-threaded step uses more CPU time
-    than wall time, and a spin on one thread adds as much of each)."""
-    wall_end = time.perf_counter() + wall_seconds
-    cpu_end = time.process_time() + cpu_seconds
-    while time.perf_counter() < wall_end or time.process_time() < cpu_end:
-        pass
-
-
-def corrupt_labels(
-    data: datasets.Dataset, fraction: float, num_classes: int, seed: int
-) -> datasets.Dataset:
-    """Test-only: move a seeded `fraction` of the training labels to the next class."""
-    chosen = np.random.default_rng([seed, 7919]).random(len(data.y_train)) < fraction
-    labels = data.y_train.copy()
-    labels[chosen] = (labels[chosen] + 1) % num_classes
-    return dataclasses.replace(data, y_train=labels)
-
-
-def inject_fault(fault: str | None) -> None:
-    """Test-only: fail the way real runs fail, after setup. Does nothing when unset."""
-    if not fault or fault == "nan":  # nan acts later, on the training loss
-        return
-    if fault == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif fault == "hang":
-        time.sleep(10**6)
-    elif fault == "raise":
-        raise RuntimeError("injected failure")
-    elif fault == "oom":
-        raise RuntimeError("CUDA out of memory (injected)")
-    else:
-        raise ValueError(f"unknown injected fault {fault!r}: kill, hang, raise, oom or nan")
 
 
 def window_phase(index: int, num_steps: int, seen_sizes: set[int], warmup_windows: int) -> str:

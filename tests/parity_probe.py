@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reference import tiny_dataset  # noqa: E402
 
-from backends import load_backend_class  # noqa: E402
+from backends import create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.tasks import TASKS  # noqa: E402
@@ -34,10 +34,10 @@ def probe(backend_name: str, mode: str = "default", device: str = "cpu") -> dict
         config = RunConfig(
             task=name, backend=backend_name, mode=mode, device=device, threads=2, seed=0
         )
-        backend = load_backend_class(backend_name)(config)
+        backend = create_backend(config)
         # enough samples for STEPS full batches of the task's own batch size
         data = tiny_dataset(task, train=task.batch_size * (STEPS + 1))
-        backend.setup(task, initial_weights(task.layers, task.input_shape, seed=0), data)
+        backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
         results[f"{name}/params"] = np.array(backend.param_count())
         results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])
         backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reference import tiny_dataset  # noqa: E402
 
-from backends import load_backend_class  # noqa: E402
+from backends import create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.tasks import TASKS  # noqa: E402
@@ -53,9 +53,9 @@ def watch_fit(model, seen: list[dict]) -> None:
 def main(backend_name: str, task_name: str, precision: str) -> dict:
     task = TASKS[task_name]
     config = RunConfig(task=task_name, backend=backend_name, precision=precision, threads=1)
-    backend = load_backend_class(backend_name)(config)
+    backend = create_backend(config)
     data = tiny_dataset(task, train=task.batch_size * 6)
-    backend.setup(task, initial_weights(task.layers, task.input_shape, seed=0), data)
+    backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
     seen: list[dict] = []
     if hasattr(backend, "model") and hasattr(backend.model, "fit"):
         watch_fit(backend.model, seen)

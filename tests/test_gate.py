@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import gate, worker
+from bench import gate
 from bench.baseline import (
     CPU_TIMES_COLUMN,
     PROBE_COLUMN,
@@ -27,7 +27,6 @@ from bench.baseline import (
     write_baseline,
 )
 from bench.calibration import calibrate, speed_factor
-from bench.data import synthetic
 from bench.metrics import rank_sum_null, ratio_interval
 from bench.results import COLUMNS, SCHEMA_VERSION, append_row, empty_row, read_rows
 
@@ -630,37 +629,6 @@ def test_markdown_summary_goes_to_github_step_summary(base_run, tmp_path, monkey
     assert code == 1 and text.startswith("earlier step\n### bench gate: FAIL")
     assert "| mnist_cnn | torch | eager |" in text and "**FAIL**" in text
     assert (tmp_path / "own.md").read_text() == text[len("earlier step\n") :]
-
-
-# ---------------------------------------------------------------------------- worker hooks
-
-
-def test_hooks_are_off_unless_set(monkeypatch):
-    for name in (worker.SLOWDOWN_VARIABLE, worker.CORRUPT_LABELS_VARIABLE, worker.FAULT_VARIABLE):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(worker.FAULTS_VARIABLE, raising=False)
-    assert worker.test_regressions() == (0.0, 0.0)
-    assert worker.test_hooks_in_use("any") == ""
-    monkeypatch.setenv(worker.SLOWDOWN_VARIABLE, "0.15")
-    monkeypatch.setenv(worker.CORRUPT_LABELS_VARIABLE, "0.4")
-    assert worker.test_regressions() == (0.15, 0.4)
-    assert worker.test_hooks_in_use("any") == (
-        "BENCH_TEST_SLOWDOWN=0.15 BENCH_TEST_CORRUPT_LABELS=0.4"
-    )
-    monkeypatch.setenv(worker.CORRUPT_LABELS_VARIABLE, "lots")
-    with pytest.raises(ValueError, match="BENCH_TEST_CORRUPT_LABELS must be a number"):
-        worker.test_regressions()
-
-
-def test_corrupt_labels_moves_a_seeded_share_to_the_next_class():
-    data = worker.limit(synthetic("mnist"), 5000, 10)
-    corrupted = worker.corrupt_labels(data, 0.4, 10, seed=0)
-    changed = corrupted.y_train != data.y_train
-    assert 0.37 < changed.mean() < 0.43
-    assert np.all(corrupted.y_train[changed] == (data.y_train[changed] + 1) % 10)
-    again = worker.corrupt_labels(data, 0.4, 10, seed=0)
-    assert np.array_equal(again.y_train, corrupted.y_train)
-    assert np.array_equal(corrupted.x_train, data.x_train)
 
 
 def test_schema_versions_2_and_3_add_their_columns_at_the_end():

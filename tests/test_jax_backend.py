@@ -10,7 +10,7 @@ pytest.importorskip("optax")
 
 import jax.numpy as jnp  # noqa: E402
 
-from backends import Unsupported  # noqa: E402
+from backends import Unsupported, create_backend  # noqa: E402
 from backends.jax_backend import (  # noqa: E402
     JaxBackend,
     build_module,
@@ -25,10 +25,10 @@ from bench.tasks import TASKS, get_task  # noqa: E402
 def make_backend(task_name, **overrides):
     task = get_task(task_name)
     config = RunConfig(task=task_name, backend="jax", threads=2, **overrides)
-    backend = JaxBackend(config)
+    backend = JaxBackend(config, task)
     weights = initial_weights(task.layers, task.input_shape, seed=0)
     data = tiny_dataset(task)
-    backend.setup(task, weights, data)
+    backend.setup(weights, data)
     return backend, task, weights, data
 
 
@@ -135,18 +135,18 @@ def test_bf16_computes_in_bf16_with_fp32_params_and_optimizer_state():
 
 def test_unsupported_configurations_say_why():
     with pytest.raises(Unsupported, match="tf32"):
-        JaxBackend(RunConfig(task="mnist_cnn", backend="jax", precision="tf32"))
+        create_backend(RunConfig(task="mnist_cnn", backend="jax", precision="tf32"))
 
 
 @pytest.mark.skipif(bool(jax.devices()) and jax.devices()[0].platform == "gpu", reason="a GPU")
 def test_cuda_without_a_gpu_is_an_error_not_a_silent_cpu_run():
     with pytest.raises(RuntimeError, match="no GPU"):
-        JaxBackend(RunConfig(task="mnist_cnn", backend="jax", device="cuda"))
+        create_backend(RunConfig(task="mnist_cnn", backend="jax", device="cuda"))
 
 
 def test_fp32_sets_matmul_precision_to_highest():
     jax.config.update("jax_default_matmul_precision", None)
-    JaxBackend(RunConfig(task="mnist_cnn", backend="jax"))
+    create_backend(RunConfig(task="mnist_cnn", backend="jax"))
     assert jax.config.jax_default_matmul_precision == "highest"
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from reference import forward, softmax_cross_entropy, tiny_dataset  # noqa: E402
 
-from backends import Unsupported, load_backend_class  # noqa: E402
+from backends import Unsupported, create_backend, load_backend_class  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.tasks import get_task  # noqa: E402
@@ -42,10 +42,10 @@ TASKS = ("mnist_cnn", "sst2_lstm")
 def make(backend_name: str, task_name: str, **overrides):
     task = get_task(task_name)
     settings = {"task": task_name, "backend": backend_name, "threads": 2, "window_steps": WINDOW}
-    backend = load_backend_class(backend_name)(RunConfig(**settings, **overrides))
+    backend = create_backend(RunConfig(**settings, **overrides))
     weights = initial_weights(task.layers, task.input_shape, seed=0)
     data = tiny_dataset(task)
-    backend.setup(task, weights, data)
+    backend.setup(weights, data)
     return backend, task, weights, data
 
 
@@ -119,9 +119,7 @@ def probe_bf16(backend_name: str) -> dict:
 
 def probe_tf32_on_cpu(backend_name: str) -> str | None:
     try:
-        load_backend_class(backend_name)(
-            RunConfig(task="mnist_cnn", backend=backend_name, precision="tf32")
-        )
+        create_backend(RunConfig(task="mnist_cnn", backend=backend_name, precision="tf32"))
     except Unsupported as error:
         return str(error)
     return None

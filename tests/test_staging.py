@@ -117,12 +117,13 @@ class FakeBackend:
     framework = "fake"
     mode = "eager"
     mechanism = "before setup"
+    window_steps = 1
     SETUP_PEAK, TRAIN_PEAK, EVAL_PEAK = 500 << 20, 300 << 20, 900 << 20
     resets = True
     calls: list[str] = []
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, config: RunConfig, task) -> None:
+        self.config, self.task = config, task
         self.peak = 0
         FakeBackend.calls = []
 
@@ -132,7 +133,7 @@ class FakeBackend:
     def device_name(self) -> str:
         return "fake device"
 
-    def setup(self, task, weights, data) -> None:
+    def setup(self, weights, data) -> None:
         self.peak = self.SETUP_PEAK
         self.resident = data.x_train.nbytes + data.x_test.nbytes
         self.mechanism = "after setup"

@@ -6,7 +6,7 @@ from reference import forward, softmax_cross_entropy, tiny_dataset
 
 torch = pytest.importorskip("torch")
 
-from backends import Unsupported  # noqa: E402
+from backends import Unsupported, create_backend  # noqa: E402
 from backends.torch_backend import TorchBackend, from_torch_layout, to_torch_layout  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
@@ -16,10 +16,10 @@ from bench.tasks import TASKS, get_task  # noqa: E402
 def make_backend(task_name, **overrides):
     task = get_task(task_name)
     config = RunConfig(task=task_name, backend="torch", threads=2, **overrides)
-    backend = TorchBackend(config)
+    backend = TorchBackend(config, task)
     weights = initial_weights(task.layers, task.input_shape, seed=0)
     data = tiny_dataset(task)
-    backend.setup(task, weights, data)
+    backend.setup(weights, data)
     return backend, task, weights, data
 
 
@@ -78,13 +78,13 @@ def test_bf16_autocast_trains():
 
 def test_unsupported_configurations_say_why():
     with pytest.raises(Unsupported, match="tf32"):
-        TorchBackend(RunConfig(task="mnist_cnn", backend="torch", precision="tf32"))
+        create_backend(RunConfig(task="mnist_cnn", backend="torch", precision="tf32"))
     with pytest.raises(Unsupported, match="fused"):
-        TorchBackend(RunConfig(task="mnist_cnn", backend="torch", mode="fused"))
+        create_backend(RunConfig(task="mnist_cnn", backend="torch", mode="fused"))
 
 
 def test_fp32_turns_tf32_off():
-    TorchBackend(RunConfig(task="mnist_cnn", backend="torch"))
+    create_backend(RunConfig(task="mnist_cnn", backend="torch"))
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     assert torch.get_float32_matmul_precision() == "highest"
 

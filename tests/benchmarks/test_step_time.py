@@ -17,7 +17,7 @@ import os
 
 import pytest
 
-from backends import Unsupported, load_backend_class
+from backends import Unsupported, create_backend
 from bench import data as datasets
 from bench.calibration import Probe
 from bench.config import RunConfig
@@ -69,12 +69,12 @@ def test_train_steps(benchmark, backend, task_name):
         seed=SEED,
     )
     try:
-        trainer = load_backend_class(backend)(config)
+        trainer = create_backend(config)
     except Unsupported as error:
         pytest.skip(str(error))
     samples = BATCH_SIZE * STEPS_PER_ROUND
     data = limit(datasets.load(task.dataset, synthetic=True), samples, BATCH_SIZE)
-    trainer.setup(task, initial_weights(task.layers, task.input_shape, SEED), data)
+    trainer.setup(initial_weights(task.layers, task.input_shape, SEED), data)
     trainer.begin_epoch(epoch_permutation(SEED, 0, samples))
     benchmark.group = task_name
     benchmark.extra_info.update(
