@@ -237,8 +237,7 @@ def load_sources(sources: "Sources", cache_root: Path) -> Dataset:
         return cached
     arrays = DECODERS[sources.name](sources)
     source = sources.describe()
-    meta = {"format_version": FORMAT_VERSION, "name": sources.name, "source": source}
-    write_cache(path, arrays, meta)
+    write_cache(path, arrays, cache_meta(sources.name, source))
     return to_dataset(sources.name, arrays, source)
 
 
@@ -547,6 +546,11 @@ def cache_problem(name: str, meta: dict, arrays: Mapping[str, np.ndarray]) -> st
         if not stored_dtype_ok or y.dtype.kind not in "iu":
             return f"{split} arrays have dtypes {x.dtype} and {y.dtype}"
     return None
+
+
+def cache_meta(name: str, source: str) -> dict:
+    """What a cache file records beside its arrays (cache_problem checks it on reading)."""
+    return {"format_version": FORMAT_VERSION, "name": name, "source": source}
 
 
 def write_cache(path: Path, arrays: Mapping[str, np.ndarray], meta: dict) -> None:
