@@ -1,4 +1,4 @@
-"""Tests for bench/data.py.
+"""Tests for bench/data/ (the bench.data package).
 
 The real loaders run on BENCH_DATA_DIR, else on ../shared/datasets next to the repository, and
 skip when neither holds the files. CIFAR-10 (which we have no copy of) is tested on files
@@ -25,14 +25,19 @@ from bench.data import (
     DATASETS,
     DatasetError,
     build_vocabulary,
+    cifar,
+    download,
     encode,
     load,
+    loader,
+    store,
     synthetic,
+    text,
     tokenize,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REAL_FETCH_URL = data.fetch_url  # the autouse fixture replaces it; download tests restore it
+REAL_FETCH_URL = download.fetch_url  # the autouse fixture replaces it; download tests restore it
 
 
 def find_real_data_dir() -> Path | None:
@@ -64,7 +69,7 @@ def offline(monkeypatch, tmp_path):
         attempts.append(url)
         raise OSError(f"tests must not download ({url})")
 
-    monkeypatch.setattr(data, "fetch_url", no_network)
+    monkeypatch.setattr(download, "fetch_url", no_network)
     monkeypatch.delenv("BENCH_DATA_DIR", raising=False)
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "default-cache"))
     yield
@@ -252,7 +257,7 @@ def md5_of(path: Path) -> str:
 
 
 def test_cifar_from_extracted_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "CIFAR10_ROWS_PER_BATCH", 8)
+    monkeypatch.setattr(cifar, "CIFAR10_ROWS_PER_BATCH", 8)
     written = write_cifar_batches(tmp_path / "data" / "cifar10" / data.CIFAR10_FOLDER, rows=8)
     dataset = load("cifar10", data_dir=tmp_path / "data", cache_dir=tmp_path, download=False)
     assert_shapes_and_dtypes(dataset, 40, 8)
@@ -274,13 +279,13 @@ def test_cifar_from_extracted_batches(tmp_path, monkeypatch):
 
 
 def test_cifar_from_the_official_tarball(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "CIFAR10_ROWS_PER_BATCH", 8)
+    monkeypatch.setattr(cifar, "CIFAR10_ROWS_PER_BATCH", 8)
     tarball = tmp_path / "data" / "cifar10" / data.CIFAR10_TARBALL
     written = write_cifar_tarball(tarball, rows=8)
     with pytest.raises(DatasetError, match=f"checksum mismatch for {tarball}"):
         load("cifar10", data_dir=tmp_path / "data", cache_dir=tmp_path, download=False)
 
-    monkeypatch.setattr(data, "CIFAR10_TARBALL_MD5", md5_of(tarball))
+    monkeypatch.setattr(loader, "CIFAR10_TARBALL_MD5", md5_of(tarball))
     dataset = load("cifar10", data_dir=tmp_path / "data", cache_dir=tmp_path, download=False)
     assert str(tarball) in dataset.source
     from_folder = load(
@@ -328,7 +333,7 @@ class RunsCode:
     ids=["garbage", "code", "rows", "labels"],
 )
 def test_cifar_rejects_malformed_batches(tmp_path, monkeypatch, content, message):
-    monkeypatch.setattr(data, "CIFAR10_ROWS_PER_BATCH", 8)
+    monkeypatch.setattr(cifar, "CIFAR10_ROWS_PER_BATCH", 8)
     folder = tmp_path / "cifar10"
     write_cifar_batches(folder, rows=8)
     (folder / "data_batch_3").write_bytes(content)
@@ -428,7 +433,7 @@ def expected_imdb_split(split: str, per_class: int) -> list[str]:
 
 
 def test_imdb_tarball_and_extracted_tree_agree(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "IMDB_REVIEWS_PER_CLASS", 12)
+    monkeypatch.setattr(text, "IMDB_REVIEWS_PER_CLASS", 12)
     tarball = tmp_path / "data" / "imdb" / data.IMDB_LABELED_TARBALL
     tarball.parent.mkdir(parents=True)
     extracted = write_imdb_tarball(tarball, per_class=12)
@@ -452,14 +457,14 @@ def test_imdb_tarball_and_extracted_tree_agree(tmp_path, monkeypatch):
 
 
 def test_imdb_counts_are_checked(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "IMDB_REVIEWS_PER_CLASS", 4)
+    monkeypatch.setattr(text, "IMDB_REVIEWS_PER_CLASS", 4)
     write_imdb_tarball(tmp_path / "imdb" / data.IMDB_LABELED_TARBALL, per_class=3)
     with pytest.raises(DatasetError, match="train/neg holds 3 reviews, expected 4"):
         load("imdb", data_dir=tmp_path, cache_dir=tmp_path / "cache", download=False)
 
 
 def test_truncated_imdb_tarball_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "IMDB_REVIEWS_PER_CLASS", 200)
+    monkeypatch.setattr(text, "IMDB_REVIEWS_PER_CLASS", 200)
     tarball = tmp_path / "imdb" / data.IMDB_LABELED_TARBALL
     tarball.parent.mkdir()
     write_imdb_tarball(tarball, per_class=200)
@@ -493,7 +498,7 @@ def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
     def unreachable(url, md5, destination):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "fetch_url", unreachable)
+    monkeypatch.setattr(download, "fetch_url", unreachable)
     with pytest.raises(DatasetError, match="download failed: network unreachable.*BENCH_DATA_DIR"):
         load("cifar10", cache_dir=tmp_path / "cache")
 
@@ -512,7 +517,7 @@ def test_download_fills_the_raw_folder_then_the_cache(tmp_path, monkeypatch):
         fetched.append(url)
         destination.write_bytes(mirror.read_bytes())
 
-    monkeypatch.setattr(data, "fetch_url", fake_fetch)
+    monkeypatch.setattr(download, "fetch_url", fake_fetch)
     cache = tmp_path / "cache"
     dataset = load("sst2", cache_dir=cache)
     assert fetched == [data.SST2_URL]
@@ -539,7 +544,7 @@ def test_download_tries_the_next_mnist_mirror(tmp_path, monkeypatch):
         return str(Path(path, fname))
 
     monkeypatch.setitem(sys.modules, "pooch", types.SimpleNamespace(retrieve=retrieve))
-    monkeypatch.setattr(data, "fetch_url", REAL_FETCH_URL)
+    monkeypatch.setattr(download, "fetch_url", REAL_FETCH_URL)
     dataset = load("mnist", cache_dir=tmp_path)
     assert dataset.x_train.shape == (60000, 28, 28, 1)
     assert len(requests) == 8  # four files, two mirrors each
@@ -582,10 +587,10 @@ def test_cache_key_follows_the_sources_and_the_format_version(tmp_path, monkeypa
     assert not changed.source.startswith("cache ") and changed.y_test.tolist() == [0]
     assert len(list(cache.glob("sst2-v*.npz"))) == 2
 
-    monkeypatch.setattr(data, "FORMAT_VERSION", data.FORMAT_VERSION + 1)
+    monkeypatch.setattr(store, "FORMAT_VERSION", store.FORMAT_VERSION + 1)
     newer = load("sst2", data_dir=data_dir, cache_dir=cache, download=False)
     assert not newer.source.startswith("cache ")
-    assert len(list(cache.glob(f"sst2-v{data.FORMAT_VERSION}-*.npz"))) == 1
+    assert len(list(cache.glob(f"sst2-v{store.FORMAT_VERSION}-*.npz"))) == 1
 
 
 def test_default_directories_follow_the_environment(monkeypatch, tmp_path):
