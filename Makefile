@@ -6,6 +6,7 @@
 #              baseline (BASELINE, default the committed CPU quick-suite one); exit 1 on regression
 # make baseline RUN=results/<run-id>   write BASELINE from a run (refresh a baseline)
 # make bench-pytest  pytest-benchmark step-time benchmarks, each backend in its own process
+# make gpu-check  the GPU check (one device session, < 8 min): source .gpu/setup.sh && make gpu-check NOVENV=1 PYTHON=python3
 # Every target builds or refreshes the local venv first when pyproject.toml changed.
 
 PYTHON ?= python3
@@ -28,6 +29,8 @@ GATE_ARGS ?=
 RUN ?=
 BENCH_PYTEST_DIR ?= .benchmarks/pytest
 BENCH_PYTEST_BACKENDS ?= torch jax keras-tensorflow keras-jax keras-torch
+DEVICE_CHECK ?= cuda
+GPU_CHECK_ARGS ?=
 
 # The stamp is keyed on the dependency list: a new pyproject.toml rebuilds the venv from scratch.
 STAMP := $(VENV)/.stamp-$(shell sha1sum pyproject.toml | cut -c1-12)
@@ -96,6 +99,12 @@ test-gate-proof: venv
 
 test-gpu: venv
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+# make gpu-check  tests/gpu_check.py into results/gpu/<date>-<device>/ (docs/GPU_CHECK.md);
+# DEVICE_CHECK=cpu runs what needs no GPU; GPU_CHECK_ARGS e.g. "--backends torch --copy-to $$OUT"
+.PHONY: gpu-check
+gpu-check: venv
+	$(PY) tests/gpu_check.py --device $(DEVICE_CHECK) --out results/gpu $(GPU_CHECK_ARGS)
 
 # make overhead   the harness's step time against bare hand-written loops (tests/overhead.py)
 overhead: venv
