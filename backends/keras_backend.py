@@ -279,8 +279,10 @@ class JaxSupport:
         matmul_precision = "tensorfloat32" if precision == "tf32" else "highest"
         jax.config.update("jax_default_matmul_precision", matmul_precision)
         platform = jax.devices()[0].platform
-        if (device == "cuda") != (platform == "gpu"):
-            raise RuntimeError(f"device {device} was requested but JAX runs on {platform}")
+        if device == "cuda" and platform != "gpu":
+            raise BackendBase.no_gpu(f"JAX {jax.__version__}", f"it runs on {platform}")
+        if device == "cpu" and platform == "gpu":
+            raise RuntimeError("device cpu was requested but JAX runs on its GPU")
         self.gathers: dict[int, object] = {}
 
     def versions(self) -> dict[str, str]:

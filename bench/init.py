@@ -12,6 +12,8 @@ never changes the weights of the layers before it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from bench.layers import LSTM, Conv2D, Dense, Embedding, Layer, Shape, layer_name, trace_shapes
@@ -32,30 +34,47 @@ def orthogonal(rng: np.random.Generator, rows: int, columns: int) -> np.ndarray:
     return (q if rows >= columns else q.T).astype(np.float32)
 
 
+def dense_like(rng: np.random.Generator, layer: Conv2D | Dense, shapes: dict) -> Weights:
+    """Conv2D and Dense: a Glorot-uniform kernel (fans from its receptive field), zero bias."""
+    kernel_shape = shapes["kernel"]
+    receptive = int(np.prod(kernel_shape[:-2]))  # kh * kw for a conv, 1 for a dense kernel
+    fan_in, fan_out = receptive * kernel_shape[-2], receptive * kernel_shape[-1]
+    kernel = glorot_uniform(rng, kernel_shape, fan_in, fan_out)
+    return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
+
+
+def embedding(rng: np.random.Generator, layer: Embedding, shapes: dict) -> Weights:
+    return {"embeddings": rng.uniform(-0.05, 0.05, size=shapes["embeddings"]).astype(np.float32)}
+
+
+def lstm(rng: np.random.Generator, layer: LSTM, shapes: dict) -> Weights:
+    features, gates = shapes["kernel"]
+    bias = np.zeros(gates, np.float32)
+    bias[layer.units : 2 * layer.units] = 1.0  # forget gate (order i, f, g, o)
+    return {
+        "kernel": glorot_uniform(rng, shapes["kernel"], features, gates),
+        "recurrent_kernel": orthogonal(rng, layer.units, gates),
+        "bias": bias,
+    }
+
+
+# One initializer per IR layer type with parameters: (rng, layer, canonical shapes) -> weights.
+# A layer type without parameters needs no entry.
+INITIALIZERS: dict[type, Callable[[np.random.Generator, Layer, dict], Weights]] = {
+    Conv2D: dense_like,
+    Dense: dense_like,
+    Embedding: embedding,
+    LSTM: lstm,
+}
+
+
 def layer_weights(rng: np.random.Generator, layer: Layer, input_shape: Shape) -> Weights:
     shapes = layer.param_shapes(input_shape)
-    if isinstance(layer, Conv2D):
-        kh, kw, channels, filters = shapes["kernel"]
-        kernel = glorot_uniform(rng, shapes["kernel"], kh * kw * channels, kh * kw * filters)
-        return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
-    if isinstance(layer, Dense):
-        fan_in, fan_out = shapes["kernel"]
-        kernel = glorot_uniform(rng, shapes["kernel"], fan_in, fan_out)
-        return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
-    if isinstance(layer, Embedding):
-        table = rng.uniform(-0.05, 0.05, size=shapes["embeddings"]).astype(np.float32)
-        return {"embeddings": table}
-    if isinstance(layer, LSTM):
-        features, gates = shapes["kernel"]
-        bias = np.zeros(gates, np.float32)
-        bias[layer.units : 2 * layer.units] = 1.0  # forget gate (order i, f, g, o)
-        return {
-            "kernel": glorot_uniform(rng, shapes["kernel"], features, gates),
-            "recurrent_kernel": orthogonal(rng, layer.units, gates),
-            "bias": bias,
-        }
-    assert not shapes, f"no initializer for {type(layer).__name__}"
-    return {}
+    initializer = INITIALIZERS.get(type(layer))
+    if initializer is None:
+        assert not shapes, f"no initializer for {type(layer).__name__}"
+        return {}
+    return initializer(rng, layer, shapes)
 
 
 def initial_weights(layers: tuple[Layer, ...], input_shape: Shape, seed: int) -> Weights:

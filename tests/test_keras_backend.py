@@ -117,24 +117,15 @@ def probe_bf16(backend_name: str) -> dict:
     }
 
 
-def probe_tf32_on_cpu(backend_name: str) -> str | None:
-    try:
-        create_backend(RunConfig(task="mnist_cnn", backend=backend_name, precision="tf32"))
-    except Unsupported as error:
-        return str(error)
-    return None
-
-
 def probe(backend_name: str) -> dict:
     backend_class = load_backend_class(backend_name)
-    tasks = {name: probe_task(backend_name, name) for name in TASKS}
+    tasks = {"mnist_cnn": probe_task(backend_name, "mnist_cnn")}  # per task: the contract test
     return {
         "framework": backend_class.framework,
         "default_mode": backend_class.default_mode,
         "modes": {mode: probe_mode(backend_name, mode) for mode in MODES},
         "tasks": tasks,
         "bf16": probe_bf16(backend_name),
-        "tf32_on_cpu": probe_tf32_on_cpu(backend_name),
         "tensorflow_loaded": "tensorflow" in sys.modules,
     }
 
@@ -195,19 +186,6 @@ def test_modes_map_to_keras_switches(probed):
         assert f"steps_per_execution={WINDOW}" in fused["mechanism"]
 
 
-@pytest.mark.parametrize("task", TASKS)
-def test_weights_logits_and_first_loss(probed, task):
-    _, results = probed
-    result = results["tasks"][task]
-    assert result["params"] == get_task(task).param_count
-    assert result["same_keys"] and result["weights_equal"]  # loaded and read back unchanged
-    assert result["logit_error"] < 1e-4
-    assert result["single_losses"][0] == pytest.approx(result["expected_first_loss"], rel=1e-4)
-    assert result["weights_changed"]
-    assert 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["eval_loss"])
-    assert result["memory"] is None  # cpu
-
-
 def test_run_steps_returns_the_last_steps_own_loss(probed):
     """Three steps in one fit call give the third step's loss, not fit's running mean."""
     _, results = probed
@@ -226,11 +204,6 @@ def test_bf16_uses_the_mixed_policy(probed):
     assert bf16["logits_dtype"] == "float32"
     assert 1e-4 < bf16["logit_error"] < 5e-2  # bf16 arithmetic: close, but not fp32-exact
     assert all(np.isfinite(bf16["losses"]))
-
-
-def test_tf32_on_cpu_is_unsupported(probed):
-    _, results = probed
-    assert "tf32" in results["tf32_on_cpu"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""One backend through the Backend contract, in a fresh process: prints one JSON line.
+
+    python tests/contract_probe.py BACKEND
+
+Started with the worker's environment (a Keras backend is fixed per process). What it measures
+is judged by tests/test_backend_contract.py, the same for every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reference import forward, softmax_cross_entropy, tiny_dataset  # noqa: E402
+
+from backends import Unsupported, create_backend  # noqa: E402
+from bench.config import RunConfig  # noqa: E402
+from bench.init import epoch_permutation, initial_weights  # noqa: E402
+from bench.tasks import TASKS  # noqa: E402
+
+
+def make(name: str, task_name: str, **overrides):
+    task = TASKS[task_name]
+    config = RunConfig(task=task_name, backend=name, threads=2, **overrides)
+    backend = create_backend(config)
+    weights = initial_weights(task.layers, task.input_shape, seed=0)
+    data = tiny_dataset(task)
+    backend.setup(weights, data)
+    return backend, task, weights, data
+
+
+def relative(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def untrained(name: str, task_name: str) -> dict:
+    """Parameters, logits against the numpy reference, the weights given back unchanged."""
+    backend, task, weights, data = make(name, task_name)
+    logits = backend.predict(data.x_test[:16])
+    back = backend.get_weights()
+    return {
+        "params": backend.param_count(),
+        "expected_params": task.param_count,
+        "logits_dtype": str(logits.dtype),
+        "logits_relative_error": relative(logits, forward(task.layers, weights, data.x_test[:16])),
+        "weight_keys_in_order": list(back) == list(weights),
+        "weights_unchanged": all(np.array_equal(back[k], weights[k]) for k in weights),
+        "window_steps": backend.window_steps,
+        "mode": backend.mode,
+    }
+
+
+def training(name: str) -> dict:
+    """The first step's loss is the permuted batch's; training lowers the loss; evaluation."""
+    backend, task, weights, data = make(name, "mnist_cnn")
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    backend.begin_epoch(permutation)
+    batch = permutation[: task.batch_size]
+    expected = softmax_cross_entropy(
+        forward(task.layers, weights, data.x_train[batch]), data.y_train[batch]
+    )
+    first = backend.run_steps(0, 1)
+    moved = not np.array_equal(backend.get_weights()["0_conv2d/kernel"], weights["0_conv2d/kernel"])
+    for _ in range(5):
+        last = backend.run_steps(0, 4)
+    accuracy, loss = backend.evaluate()
+    try:
+        backend.run_steps(3, 2)  # 256 samples make 4 batches of 64
+        past = None
+    except ValueError as error:
+        past = str(error)
+    return {
+        "first_loss": first,
+        "first_loss_is_float": isinstance(first, float),
+        "expected_first_loss": float(expected),
+        "weights_moved": moved,
+        "last_loss": last,
+        "accuracy": accuracy,
+        "eval_loss": loss,
+        "eval_types": [type(accuracy).__name__, type(loss).__name__],
+        "memory_peak_bytes": backend.memory_peak_bytes(),
+        "past_the_epoch": past,
+    }
+
+
+def refusal(name: str, **overrides) -> str | None:
+    try:
+        create_backend(RunConfig(task="mnist_cnn", backend=name, **overrides))
+    except (Unsupported, RuntimeError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def bf16(name: str) -> list[float]:
+    backend, _, _, data = make(name, "mnist_cnn", precision="bf16")
+    backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
+    return [backend.run_steps(0, 2), backend.run_steps(2, 2)]
+
+
+def main(name: str) -> dict:
+    default = create_backend(RunConfig(task="mnist_cnn", backend=name))
+    return {
+        "framework": default.framework,
+        "default_mode": default.mode,
+        "tasks": {task: untrained(name, task) for task in TASKS},
+        "training": training(name),
+        "tf32_on_cpu": refusal(name, precision="tf32"),
+        "cuda_without_gpu": refusal(name, device="cuda"),
+        "bf16_losses": bf16(name),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])))

@@ -1,0 +1,98 @@
+"""The Backend contract, the same for every installed backend (backends/base.py).
+
+Each backend runs in a fresh process with the worker's environment (tests/contract_probe.py):
+it builds every task from the canonical weights and gives them back unchanged; its logits match
+the float64 numpy reference (tests/reference.py) to 1e-4; its first step's loss is the loss of
+the harness's first permuted batch; training lowers the loss; evaluation returns floats; steps
+past the epoch, tf32 on a cpu and cuda without a GPU are refused with the reason; bf16 trains.
+Framework-specific behaviour (layouts, modes, precision flags) stays in the per-backend tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends import BACKENDS, missing_modules
+from bench.cell import worker_environment
+from bench.config import RunConfig
+from bench.metrics import nvml_devices
+from bench.tasks import TASKS
+
+HERE = Path(__file__).resolve().parent
+INSTALLED = [name for name in BACKENDS if not missing_modules(name)]
+
+
+@pytest.fixture(scope="module", params=INSTALLED)
+def contract(request) -> tuple[str, dict]:
+    name = request.param
+    env = worker_environment(RunConfig(task="mnist_cnn", backend=name, threads=2))
+    result = subprocess.run(
+        [sys.executable, str(HERE / "contract_probe.py"), name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return name, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_identity_and_default_mode(contract):
+    name, probe = contract
+    assert probe["framework"] == name
+    assert probe["default_mode"] in ("eager", "compiled", "fused")
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_builds_from_the_canonical_weights_and_matches_numpy(contract, task):
+    _, probe = contract
+    result = probe["tasks"][task]
+    assert result["params"] == result["expected_params"]
+    assert result["logits_dtype"] == "float32"
+    assert result["logits_relative_error"] < 1e-4, result["logits_relative_error"]
+    assert result["weight_keys_in_order"] and result["weights_unchanged"]
+    assert isinstance(result["window_steps"], int) and result["window_steps"] >= 1
+    assert result["mode"] == probe["default_mode"]
+
+
+def test_the_first_step_trains_the_permuted_batch_and_training_lowers_the_loss(contract):
+    _, probe = contract
+    training = probe["training"]
+    assert training["first_loss_is_float"]
+    assert training["first_loss"] == pytest.approx(training["expected_first_loss"], rel=1e-4)
+    assert training["weights_moved"]
+    assert training["last_loss"] < training["first_loss"]
+    assert training["eval_types"] == ["float", "float"]
+    assert 0.0 <= training["accuracy"] <= 1.0 and np.isfinite(training["eval_loss"])
+    assert training["memory_peak_bytes"] is None  # no device allocator on the cpu
+
+
+def test_steps_past_the_epoch_are_refused(contract):
+    _, probe = contract
+    assert (
+        probe["training"]["past_the_epoch"]
+        and "past the epoch" in probe["training"]["past_the_epoch"]
+    )
+
+
+def test_tf32_on_the_cpu_is_unsupported_with_the_reason(contract):
+    _, probe = contract
+    assert probe["tf32_on_cpu"].startswith("Unsupported: tf32")
+
+
+@pytest.mark.skipif(bool(nvml_devices()), reason="a GPU is here")
+def test_cuda_without_a_gpu_is_an_error_not_a_silent_cpu_run(contract):
+    _, probe = contract
+    refusal = probe["cuda_without_gpu"]
+    assert refusal and refusal.startswith("RuntimeError:") and "no GPU" in refusal, refusal
+
+
+def test_bf16_trains(contract):
+    _, probe = contract
+    assert all(np.isfinite(probe["bf16_losses"]))
