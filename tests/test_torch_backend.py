@@ -7,7 +7,8 @@ from reference import tiny_dataset
 torch = pytest.importorskip("torch")
 
 from backends import Unsupported, create_backend  # noqa: E402
-from backends.torch_backend import TorchBackend, from_torch_layout, to_torch_layout  # noqa: E402
+from backends.torch_backend import TorchBackend  # noqa: E402
+from backends.torch_layers import from_torch_layout, to_torch_layout  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.tasks import TASKS, get_task  # noqa: E402

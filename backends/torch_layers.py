@@ -1,0 +1,251 @@
+"""The IR in torch: one entry per layer type (TORCH_LAYERS: its module and its parameters'
+layout both ways), the model as an nn.Sequential, and the LSTM that returns its last hidden
+state, with the bf16 kernels it can run on (see backends/torch_backend.py's docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.init import Weights
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    Shape,
+    layer_name,
+    trace_shapes,
+)
+from bench.tasks import TaskSpec
+
+
+class LastHidden(nn.Module):
+    """nn.LSTM (batch first) that returns the last hidden state, as the IR's LSTM does.
+
+    With `compute_dtype` set (the bf16 policy) it runs outside autocast on copies of its fp32
+    weights and input in that dtype, with the kernel `implementation` names: "cudnn", "native"
+    (ATen's own LSTM with cuDNN off) or "loop" (one matmul per timestep, written here); gradients
+    flow back through the casts into the fp32 master weights. Without it, nn.LSTM as it is.
+    """
+
+    def __init__(self, features: int, units: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(features, units, batch_first=True)
+        # The IR has one bias; torch has two. bias_hh stays zero and frozen, so the math and the
+        # trainable parameter count equal the IR's.
+        self.lstm.bias_hh_l0.requires_grad_(False)
+        self.compute_dtype: torch.dtype | None = None
+        self.implementation = "module"
+
+    def flat_weights(self) -> list[torch.Tensor]:
+        lstm = self.lstm
+        return [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compute_dtype is None:
+            _, (hidden, _) = self.lstm(x)
+            return hidden[-1]
+        dtype = self.compute_dtype
+        with torch.autocast(x.device.type, enabled=False):
+            weights = [weight.to(dtype) for weight in self.flat_weights()]
+            return lstm_last_hidden(x.to(dtype), weights, self.implementation, self.training)
+
+
+def lstm_last_hidden(
+    x: torch.Tensor, weights: list[torch.Tensor], implementation: str, train: bool
+) -> torch.Tensor:
+    """The last hidden state of a one-layer LSTM over x (batch, time, features), zero initial
+    state, gates i, f, g, o, in the dtype of its arguments."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    units = w_hh.shape[1]
+    if implementation == "loop":
+        projected = x @ w_ih.T + (b_ih + b_hh)  # every timestep's input projection at once
+        hidden = cell = x.new_zeros((x.shape[0], units))
+        for t in range(x.shape[1]):
+            i, f, g, o = (projected[:, t] + hidden @ w_hh.T).chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            hidden = torch.sigmoid(o) * torch.tanh(cell)
+        return hidden
+    zeros = x.new_zeros((1, x.shape[0], units))
+    cudnn = _cudnn_off() if implementation == "native" else contextlib.nullcontext()
+    with cudnn:  # what nn.LSTM.forward calls, on the cast weights
+        _, hidden, _ = torch._VF.lstm(x, (zeros, zeros), weights, True, 1, 0.0, train, False, True)
+    return hidden[-1]
+
+
+def _cudnn_off() -> contextlib.AbstractContextManager:
+    return torch.backends.cudnn.flags(enabled=False)
+
+
+LSTM_IMPLEMENTATIONS = {
+    "cudnn": "cuDNN",
+    "native": "ATen's LSTM kernels, cuDNN off",
+    "loop": "a loop of matmuls per timestep",
+    "cpu": "PyTorch's CPU LSTM",
+}
+
+
+def choose_lstm_implementation(device: torch.device, dtype: torch.dtype, features: int) -> str:
+    """The first LSTM kernel that trains in `dtype` here (a forward and backward on a tiny
+    batch): cuDNN, then ATen's own kernels with cuDNN off, then the explicit loop. On cpu,
+    PyTorch's CPU LSTM (or the loop, if that cannot run the dtype)."""
+    candidates = ("cudnn", "native", "loop") if device.type == "cuda" else ("cpu", "loop")
+    x = torch.randn(2, 3, features, device=device, dtype=dtype)
+    weights = [
+        torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
+        for shape in ((8, features), (8, 2), (8,), (8,))
+    ]
+    for implementation in candidates:
+        try:
+            lstm_last_hidden(x, weights, implementation, train=True).float().sum().backward()
+            return implementation
+        except RuntimeError:
+            continue
+    return "loop"
+
+
+@dataclass(frozen=True)
+class TorchLayer:
+    """How one IR layer type becomes torch: its module, and its parameters' layout both ways.
+
+    build(layer, input_shape) -> nn.Module
+    to_torch(layer, params, flattened) -> {state_dict suffix: array}, from the canonical params
+    from_torch(layer, state, flattened) -> {canonical param: array}, the inverse
+    `flattened` is the (H, W, C) shape a Flatten right before the layer flattened, else None.
+    """
+
+    build: Callable[[Layer, Shape], nn.Module]
+    to_torch: Callable[[Layer, Weights, Shape | None], Weights] = lambda *_: {}
+    from_torch: Callable[[Layer, Weights, Shape | None], Weights] = lambda *_: {}
+
+
+def dense_to_torch(layer: Dense, params: Weights, flattened: Shape | None) -> Weights:
+    kernel = params["kernel"]
+    if flattened is not None:  # rows in H, W, C order -> torch's C, H, W flatten order
+        height, width, channels = flattened
+        kernel = kernel.reshape(height, width, channels, -1).transpose(2, 0, 1, 3)
+        kernel = kernel.reshape(height * width * channels, -1)
+    return {"weight": kernel.T, "bias": params["bias"]}
+
+
+def dense_from_torch(layer: Dense, state: Weights, flattened: Shape | None) -> Weights:
+    kernel = state["weight"].T
+    if flattened is not None:
+        height, width, channels = flattened
+        kernel = kernel.reshape(channels, height, width, -1).transpose(1, 2, 0, 3)
+        kernel = kernel.reshape(height * width * channels, -1)
+    return {"kernel": kernel, "bias": state["bias"]}
+
+
+def lstm_to_torch(layer: LSTM, params: Weights, flattened: Shape | None) -> Weights:
+    """torch's gate order is i, f, g, o too; its second bias stays zero (LastHidden)."""
+    return {
+        "lstm.weight_ih_l0": params["kernel"].T,
+        "lstm.weight_hh_l0": params["recurrent_kernel"].T,
+        "lstm.bias_ih_l0": params["bias"],
+        "lstm.bias_hh_l0": np.zeros_like(params["bias"]),
+    }
+
+
+def lstm_from_torch(layer: LSTM, state: Weights, flattened: Shape | None) -> Weights:
+    return {
+        "kernel": state["lstm.weight_ih_l0"].T,
+        "recurrent_kernel": state["lstm.weight_hh_l0"].T,
+        "bias": state["lstm.bias_ih_l0"] + state["lstm.bias_hh_l0"],
+    }
+
+
+TORCH_LAYERS: dict[type, TorchLayer] = {
+    Conv2D: TorchLayer(
+        lambda layer, shape: nn.Conv2d(shape[-1], layer.filters, layer.kernel_size),
+        lambda layer, p, _: {"weight": p["kernel"].transpose(3, 2, 0, 1), "bias": p["bias"]},
+        lambda layer, s, _: {"kernel": s["weight"].transpose(2, 3, 1, 0), "bias": s["bias"]},
+    ),
+    MaxPool2D: TorchLayer(lambda layer, shape: nn.MaxPool2d(layer.pool_size)),
+    Flatten: TorchLayer(lambda layer, shape: nn.Flatten()),
+    Dense: TorchLayer(
+        lambda layer, shape: nn.Linear(shape[-1], layer.units), dense_to_torch, dense_from_torch
+    ),
+    Embedding: TorchLayer(
+        lambda layer, shape: nn.Embedding(layer.vocab_size, layer.dim),
+        lambda layer, p, _: {"weight": p["embeddings"]},
+        lambda layer, s, _: {"embeddings": s["weight"]},
+    ),
+    LSTM: TorchLayer(
+        lambda layer, shape: LastHidden(shape[-1], layer.units), lstm_to_torch, lstm_from_torch
+    ),
+}
+
+
+def torch_layer(layer: Layer) -> TorchLayer:
+    try:
+        return TORCH_LAYERS[type(layer)]
+    except KeyError:
+        raise NotImplementedError(f"torch backend has no {type(layer).__name__}") from None
+
+
+def build_module(task: TaskSpec) -> nn.Sequential:
+    modules: list[nn.Module] = []
+    for layer, (in_shape, _) in zip(task.layers, trace_shapes(task.layers, task.input_shape)):
+        modules.append(torch_layer(layer).build(layer, in_shape))
+        if getattr(layer, "activation", None) == "relu":
+            modules.append(nn.ReLU())
+    return nn.Sequential(*modules)
+
+
+def flatten_source(task: TaskSpec, index: int) -> Shape | None:
+    """The (H, W, C) shape flattened right before layer `index`, if that layer follows a Flatten."""
+    if index > 0 and isinstance(task.layers[index - 1], Flatten):
+        return trace_shapes(task.layers, task.input_shape)[index - 1][0]
+    return None
+
+
+def to_torch_layout(task: TaskSpec, weights: Weights) -> dict[str, np.ndarray]:
+    """Canonical (NHWC / HWIO / gates i,f,g,o) -> nn.Sequential state_dict entries."""
+    state = {}
+    for index, layer in enumerate(task.layers):
+        name, prefix = layer_name(index, layer), _sequential_names(task)[index]
+        params = {
+            key.split("/")[1]: value for key, value in weights.items() if key.startswith(f"{name}/")
+        }
+        for suffix, value in (
+            torch_layer(layer).to_torch(layer, params, flatten_source(task, index)).items()
+        ):
+            state[f"{prefix}.{suffix}"] = np.ascontiguousarray(value)
+    return state
+
+
+def from_torch_layout(task: TaskSpec, state: dict[str, np.ndarray]) -> Weights:
+    """The inverse of to_torch_layout (LSTM biases are summed: bias_hh is frozen at zero)."""
+    weights = {}
+    for index, layer in enumerate(task.layers):
+        name, prefix = layer_name(index, layer), _sequential_names(task)[index]
+        own = {
+            key[len(prefix) + 1 :]: value
+            for key, value in state.items()
+            if key.startswith(f"{prefix}.")
+        }
+        for param, value in (
+            torch_layer(layer).from_torch(layer, own, flatten_source(task, index)).items()
+        ):
+            weights[f"{name}/{param}"] = np.ascontiguousarray(value, dtype=np.float32)
+    return weights
+
+
+def _sequential_names(task: TaskSpec) -> dict[int, str]:
+    """IR layer index -> its index in the nn.Sequential (ReLUs are modules of their own)."""
+    names, position = {}, 0
+    for index, layer in enumerate(task.layers):
+        names[index] = str(position)
+        position += 2 if getattr(layer, "activation", None) == "relu" else 1
+    return names
