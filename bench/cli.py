@@ -192,7 +192,7 @@ def command_run(args: argparse.Namespace) -> int:
         return 130
     export_tensorboard(run_dir, args.tensorboard)
     print()
-    print((run_dir / "results.md").read_text())
+    print((run_dir / "results.md").read_text(encoding="utf-8"))
     print(f"results: {run_dir / 'results.csv'}")
     failed = [r for r in rows if r["status"] not in ("ok", "skipped")]
     summary = {"run_dir": str(run_dir), "runs": len(rows), "failed": len(failed)}

@@ -91,9 +91,9 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename: a reader sees the old or the new file."""
+    """Replace `path` with `text` (UTF-8) in one rename: a reader sees the old or the new file."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
 
 
