@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.results import COLUMNS, read_rows
+from bench.results import COLUMNS, read_rows, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "report_runs" / "make_fixture.py"
@@ -414,8 +414,8 @@ def test_rows_of_schema_version_1_are_still_read(run_dirs, tmp_path):
         )
         writer.writeheader()
         writer.writerows(row | {"schema_version": "1"} for row in rows)
-    run = report.load_run(run_dir)
-    assert len(run.rows) == len(rows) and all(row["calib_matmul_ms"] == "" for row in run.rows)
+    run = read_run(run_dir)
+    assert len(run.rows) == len(rows) and run.rows["calib_matmul_ms"].isna().all()
 
 
 @pytest.mark.parametrize("name", ["missing", "empty"])

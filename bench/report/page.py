@@ -1,0 +1,150 @@
+"""The report's documents: report.md and the self-contained report.html; build_report writes
+them with the CSVs and plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+from pathlib import Path
+
+from bench.report.derive import ReportError, caption, group_rows
+from bench.report.loading import find_run_dirs, merge_runs
+from bench.report.plots import PLOT_DPI, PLOT_SIZE_INCHES, draw_plots
+from bench.report.tables import group_html_table, markdown_table, write_pivot_csv, write_runs_csv
+from bench.results import SCHEMA_VERSION, Group, Run, read_run, write_atomic
+
+READING_GUIDE = (
+    "samples/s: steady-state training throughput (batch size / median step time); its range is "
+    "the p10-p90 of the per-window step times. vs fastest: samples/s over the fastest ok row of "
+    "the same table (rows of other tables are never compared). compile s: the first dispatch. "
+    "alloc / NVML / RSS: peak framework allocator, this process on the GPU per NVML, host RSS, "
+    "MiB. MFU: training FLOP/s over the GPU's dense datasheet peak for the precision. Columns: "
+    "results/SCHEMA.md."
+)
+
+
+def environment_lines(run: Run) -> list[str]:
+    environment = run.environment
+    gpus = [
+        f"{gpu.get('name')} ({gpu.get('memory_mib')} MiB, driver {gpu.get('driver')})"
+        for gpu in environment.get("gpus") or []
+    ]
+    packages = sorted((environment.get("packages") or {}).items())
+    return [
+        f"command: {environment.get('command', '?')}",
+        f"git: {environment.get('git_sha') or '?'}",
+        f"python {environment.get('python', '?')} on {environment.get('platform', '?')}",
+        f"CPU: {environment.get('cpu', '?')} ({environment.get('cpu_count', '?')} CPUs)",
+        f"GPUs: {', '.join(gpus) or 'none'}",
+        f"packages: {', '.join(f'{name}={version}' for name, version in packages) or '?'}",
+    ]
+
+
+def markdown_report(runs: list[Run], groups: list[Group], plots: dict, out_dir: Path) -> str:
+    lines = ["# Benchmark report", ""]
+    lines += [
+        f"Runs: {'; '.join(run.description() for run in runs)}. Schema version {SCHEMA_VERSION}."
+    ]
+    lines += ["", READING_GUIDE, ""]
+    task = None
+    for group in groups:
+        if group.value("task") != task:
+            task = group.value("task")
+            lines += [f"## {task}", ""]
+        lines += [f"### {group.title}", "", caption(group), "", markdown_table(group)]
+        for description, path in plots[group.key]:
+            lines += [f"![{description}]({path.relative_to(out_dir).as_posix()})", ""]
+    lines += ["## Environments", ""]
+    for run in runs:
+        lines += [f"### {run.description()}", ""]
+        lines += [f"- {line}" for line in environment_lines(run)] + [""]
+    return "\n".join(lines)
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+caption { caption-side: top; text-align: left; color: #555; padding-bottom: 0.3em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; }
+th { background: #f2f2f2; }
+td.number { text-align: right; font-variant-numeric: tabular-nums; }
+tr.failed, tr.oom, tr.timeout, tr.diverged { background: #fdecea; }
+tr.skipped { background: #f5f5f5; color: #777; }
+div.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(480px, 1fr)); }
+figure { margin: 0.5em; }
+img { width: 100%; height: auto; border: 1px solid #eee; }
+ul.environment { font-size: 0.9em; }
+"""
+
+
+def html_figure(description: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    width, height = (round(size * PLOT_DPI) for size in PLOT_SIZE_INCHES)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(description)}" '
+        f'width="{width}" height="{height}"><figcaption>{html.escape(description)}'
+        "</figcaption></figure>"
+    )
+
+
+def html_report(runs: list[Run], groups: list[Group], plots: dict) -> str:
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        '<link rel="icon" href="data:,"><title>Benchmark report</title>',
+        f"<style>{HTML_STYLE}</style></head><body><h1>Benchmark report</h1>",
+        f"<p>Runs: {html.escape('; '.join(run.description() for run in runs))}. "
+        f"Schema version {SCHEMA_VERSION}.</p><p>{html.escape(READING_GUIDE)}</p>",
+    ]
+    task = None
+    for group in groups:
+        if group.value("task") != task:
+            task = group.value("task")
+            parts.append(f"<h2>{html.escape(task)}</h2>")
+        parts.append(f'<section class="group"><h3>{html.escape(group.title)}</h3>')
+        parts.append(group_html_table(group))
+        figures = [html_figure(description, path) for description, path in plots[group.key]]
+        parts.append(f'<div class="figures">{"".join(figures)}</div></section>')
+    parts.append("<h2>Environments</h2>")
+    for run in runs:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in environment_lines(run))
+        parts.append(
+            f'<h3>{html.escape(run.description())}</h3><ul class="environment">{items}</ul>'
+        )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def build_report(run_dirs: list[Path], out_dir: Path) -> dict:
+    """Merge the runs and write the report; returns {name: path} (plots: a list of paths)."""
+    runs = [read_run(path) for path in find_run_dirs(run_dirs)]
+    rows = merge_runs(runs)
+    if not rows:
+        raise ReportError(f"no rows in {', '.join(str(run.path) for run in runs)}")
+    groups = group_rows(rows)
+    out_dir = Path(out_dir)
+    plots_dir = out_dir / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for old in plots_dir.glob("*.png"):  # plots of an earlier report that may be gone now
+        old.unlink()
+    plots = {group.key: draw_plots(group, plots_dir) for group in groups}
+    written = {
+        "markdown": out_dir / "report.md",
+        "html": out_dir / "report.html",
+        "comparison_csv": out_dir / "comparison.csv",
+        "runs_csv": out_dir / "runs.csv",
+    }
+    write_atomic(written["markdown"], markdown_report(runs, groups, plots, out_dir))
+    write_atomic(written["html"], html_report(runs, groups, plots))
+    write_pivot_csv(groups, written["comparison_csv"])
+    write_runs_csv(groups, written["runs_csv"])
+    return written | {"plots": [path for group in groups for _, path in plots[group.key]]}
+
+
+def default_out_dir(run_dirs: list[Path]) -> Path:
+    """RUN_DIR/report for one run directory; <their common parent>/report for several."""
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0]) / "report"
+    parent = Path(os.path.commonpath([Path(p).resolve().parent for p in run_dirs]))
+    return parent / "report"
