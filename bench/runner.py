@@ -357,41 +357,20 @@ def run_matrix(
     once (one write, fsynced). On resume, cells with an ok or skipped row are kept; with
     retry_failed, cells whose row is failed, oom, timeout or diverged are run again (their old
     row is replaced, so every cell keeps exactly one final row)."""
-    results, attempts_path = run_dir / "results.csv", run_dir / "attempts.csv"
-    duplicates = sorted(
-        {c.cell_id for c in cells if [d.cell_id for d in cells].count(c.cell_id) > 1}
-    )
-    if duplicates:
-        raise UsageError(f"the matrix holds two runs with the same id: {', '.join(duplicates)}")
+    results = run_dir / "results.csv"
+    check_unique(cells)
     with RunLock(run_dir):
         if not resume:
             write_matrix(run_dir, cells)
         write_environment(run_dir, command)
-        done = final_rows(results)
-        redo = {
-            cell_id
-            for cell_id, row in done.items()
-            if retry_failed and row["status"] not in FINAL_STATUSES
-        }
-        if redo:
-            drop_rows(results, redo)
-        todo = [c for c in cells if c.cell_id not in done or c.cell_id in redo]
-        attempts = previous_attempts(attempts_path)
+        todo = cells_to_run(cells, results, retry_failed)
+        attempts = previous_attempts(run_dir / "attempts.csv")
         progress = ProgressLine(len(todo))
         finished = 0
         try:
             for index, cell in enumerate(todo):
                 started = time.monotonic()
-                for attempt in range(retries + 1):
-                    row = run_once(cell, run_dir, index, progress)
-                    row["attempt"] = attempts.get(cell.cell_id, 0) + 1
-                    attempts[cell.cell_id] = row["attempt"]
-                    append_row(attempts_path, row)
-                    if row["status"] not in RETRYABLE_STATUSES or attempt == retries:
-                        break
-                    progress.note(
-                        f"{cell.cell_id}: {row['status']}, retrying ({attempt + 1}/{retries})"
-                    )
+                row = run_with_retries(cell, run_dir, index, progress, attempts, retries)
                 append_row(results, row)
                 finished += 1
                 progress.finish(index, cell, row, time.monotonic() - started)
@@ -405,6 +384,41 @@ def run_matrix(
             rows = list(final_rows(results).values())
             write_summary(run_dir)
     return rows
+
+
+def check_unique(cells: list[RunConfig | InvalidCell]) -> None:
+    ids = [cell.cell_id for cell in cells]
+    duplicates = sorted({cell_id for cell_id in ids if ids.count(cell_id) > 1})
+    if duplicates:
+        raise UsageError(f"the matrix holds two runs with the same id: {', '.join(duplicates)}")
+
+
+def cells_to_run(cells: list, results: Path, retry_failed: bool) -> list:
+    """The cells without a final row; with retry_failed also those whose row is not final
+    (their old row leaves results.csv)."""
+    done = final_rows(results)
+    redo = {
+        cell_id
+        for cell_id, row in done.items()
+        if retry_failed and row["status"] not in FINAL_STATUSES
+    }
+    if redo:
+        drop_rows(results, redo)
+    return [c for c in cells if c.cell_id not in done or c.cell_id in redo]
+
+
+def run_with_retries(cell, run_dir: Path, index: int, progress, attempts: dict, retries: int):
+    """One cell, retried up to `retries` times after a retryable status; every attempt's row
+    goes to attempts.csv, numbered; the last one is returned."""
+    for attempt in range(retries + 1):
+        row = run_once(cell, run_dir, index, progress)
+        row["attempt"] = attempts.get(cell.cell_id, 0) + 1
+        attempts[cell.cell_id] = row["attempt"]
+        append_row(run_dir / "attempts.csv", row)
+        if row["status"] not in RETRYABLE_STATUSES or attempt == retries:
+            return row
+        progress.note(f"{cell.cell_id}: {row['status']}, retrying ({attempt + 1}/{retries})")
+    return row
 
 
 def run_once(cell: RunConfig | InvalidCell, run_dir: Path, index: int, progress) -> dict:
