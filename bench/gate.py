@@ -8,7 +8,7 @@ Rows are matched on their identity (task, backend, device, device name, precisio
 size; bench/baseline.py reads every kind of source). For each matched row:
 
   step time  the Hodges-Lehmann ratio current/baseline of the steady per-step window times, with
-             its distribution-free confidence interval (bench.metrics.ratio_interval). The row
+             its distribution-free confidence interval (bench.stats.ratio_interval). The row
              fails only when the whole interval lies above the allowed ratio 1 + max_slowdown:
              noise widens the interval instead of failing the build. On a CPU only the windows
              that ran in the machine's fast state are compared (a shared VM alternates between a
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from bench.baseline import IDENTITY, GateDataError, Measurement, Side, load_side
 from bench.calibration import speed_factor
-from bench.metrics import RatioInterval, geometric_mean_interval, ratio_interval
+from bench.stats import RatioInterval, geometric_mean_interval, ratio_interval
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from bench.baseline import (
 )
 from bench.calibration import calibrate, speed_factor
 from bench.data import synthetic
-from bench.metrics import rank_sum_null, ratio_interval
 from bench.results import COLUMNS, SCHEMA_VERSION, append_row, empty_row, read_rows
+from bench.stats import rank_sum_null, ratio_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = "AMD EPYC 7B13 64-Core Processor"
@@ -142,18 +142,28 @@ def test_rank_sum_null_distribution_is_the_textbook_one():
         assert np.allclose(p, p[::-1])  # symmetric under the null
 
 
+def test_rank_sum_null_is_the_distribution_behind_scipys_exact_mann_whitney_test():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(0)
+    for m, n in ((4, 7), (12, 9), (30, 40)):
+        x, y = rng.normal(size=m), rng.normal(size=n)
+        test = mannwhitneyu(x, y, alternative="less", method="exact")  # P(U <= observed U)
+        assert math.isclose(np.cumsum(rank_sum_null(m, n))[int(test.statistic)], test.pvalue)
+
+
 @pytest.mark.parametrize(
     "m, n, rank",  # Wilcoxon-Mann-Whitney tables, two-sided 0.05: k = critical U + 1
     [(3, 3, 0), (4, 4, 1), (3, 6, 2), (5, 5, 3), (10, 10, 24), (20, 20, 128)],
 )
 def test_interval_rank_matches_the_tables(m, n, rank):
-    from bench.metrics import _interval_rank
+    from bench.stats import _interval_rank
 
     assert _interval_rank(m, n, 0.95) == rank
 
 
 def test_exact_and_normal_ranks_agree_where_they_meet():
-    from bench.metrics import _interval_rank
+    from bench.stats import _interval_rank
 
     z = 1.959963984540054
     for m, n in ((50, 50), (40, 60)):
@@ -761,7 +771,7 @@ def test_step_time_stats_reports_the_cpu_time_median():
 
 
 def test_student_t_quantiles_match_the_tables():
-    from bench.metrics import student_t_quantile
+    from bench.stats import student_t_quantile
 
     for probability, df, table in ((0.975, 1, 12.706), (0.975, 4, 2.776), (0.975, 9, 2.262),
                                    (0.95, 5, 2.015), (0.995, 20, 2.845), (0.975, 120, 1.980)):  # fmt: skip
@@ -769,7 +779,7 @@ def test_student_t_quantiles_match_the_tables():
 
 
 def test_geometric_mean_interval_covers_a_known_factor():
-    from bench.metrics import geometric_mean_interval
+    from bench.stats import geometric_mean_interval
 
     rng = np.random.default_rng(5)
     covered = 0
