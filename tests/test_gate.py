@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from bench import gate, worker
-from bench.baseline import (
+from bench.calibration import calibrate, speed_factor
+from bench.data import synthetic
+from bench.gate import (
     CPU_TIMES_COLUMN,
     PROBE_COLUMN,
     STEP_TIMES_COLUMN,
@@ -26,8 +28,6 @@ from bench.baseline import (
     load_side,
     write_baseline,
 )
-from bench.calibration import calibrate, speed_factor
-from bench.data import synthetic
 from bench.results import COLUMNS, SCHEMA_VERSION, append_row, empty_row, read_rows
 from bench.stats import rank_sum_null, ratio_interval
 
@@ -253,7 +253,7 @@ def test_speed_factor_is_the_geometric_mean_of_the_ratios():
 
 def test_gate_modules_import_no_framework():
     code = (
-        "import sys, bench.gate, bench.baseline, bench.calibration\n"
+        "import sys, bench.gate, bench.gate.baseline, bench.calibration\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'jax', 'tensorflow', 'keras', 'flax')))"
     )

@@ -1,10 +1,4 @@
-"""What `bench gate` compares, read from any of its sources; and `bench baseline`, which writes
-a baseline file from one or more run directories.
-
-    bench baseline results/20261124-193000 --out results/baselines/cpu-quick.csv
-    bench baseline RUN_A RUN_B RUN_C --out BASE.csv     several runs: the gate pools them
-
-A side of a comparison (the baseline or the current run) is read from one or more sources:
+"""Reading one side of a comparison (the baseline or the current run) from one or more sources:
 
     RUN_DIR              a run directory: results.csv, and each cell's steady windows from
                          cells/<cell_id>/windows.csv
@@ -17,27 +11,29 @@ A side of a comparison (the baseline or the current run) is read from one or mor
     BENCH.json           pytest-benchmark's JSON (--benchmark-json, saved with
                          --benchmark-save-data): one row per benchmark, its rounds as windows
 
-Rows are matched on IDENTITY. Rows of one side with the same identity (several seeds, several
-runs pooled into one baseline) are pooled: their windows together, their accuracies averaged.
-Bad input raises GateDataError: one line that names the file and what to do (exit code 2).
+Rows of a side with the same identity are pooled (bench/gate/sides.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, format_value, read_rows
-from bench.tasks import TASKS
+from bench.gate.sides import (
+    CALIBRATION_KEYS,
+    IDENTITY,
+    GateDataError,
+    Measurement,
+    Side,
+    Times,
+    WindowTimes,
+)
+from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, read_rows
 
-IDENTITY = ("task", "backend", "device", "device_name", "precision", "mode", "batch_size")
 STEP_TIMES_COLUMN = "steady_step_ms"  # the columns a baseline file adds to the results'
 CPU_TIMES_COLUMN = "steady_cpu_step_ms"  # empty where the windows have no CPU time (schema 1)
 PROBE_COLUMN = "steady_probe_ms"  # empty where the windows have no probe (older runs)
@@ -45,100 +41,6 @@ BASELINE_COLUMNS = (*COLUMNS, STEP_TIMES_COLUMN, CPU_TIMES_COLUMN, PROBE_COLUMN)
 REQUIRED_COLUMNS = ("schema_version", "cell_id", *IDENTITY, "status")
 NUMERIC_COLUMNS = ("batch_size", "final_test_accuracy", "target_accuracy", "calib_matmul_ms")
 NUMERIC_COLUMNS += ("calib_dispatch_ms",)
-CALIBRATION_KEYS = ("calib_matmul_ms", "calib_dispatch_ms")
-
-
-class GateDataError(ValueError):
-    """A source the gate cannot use (missing, malformed, another schema): exit code 2."""
-
-
-@dataclass
-class Measurement:
-    """Everything one side has for one identity: its rows, pooled."""
-
-    identity: tuple[str, ...]
-    rows: list[dict[str, str]] = field(default_factory=list)
-    step_ms: list[float] = field(default_factory=list)  # steady per-step window times (wall)
-    cpu_step_ms: list[float] = field(default_factory=list)  # the same windows' CPU time per step
-    rows_without_cpu: int = 0  # ok rows whose windows have no CPU time: cpu_step_ms is unusable
-    # the machine-speed probe's ms around each of the same windows (bench.calibration.Probe):
-    # which state the machine was in while the window ran
-    probe_ms: list[float] = field(default_factory=list)
-    rows_without_probe: int = 0
-
-    @property
-    def has_cpu_times(self) -> bool:
-        return bool(self.cpu_step_ms) and self.rows_without_cpu == 0
-
-    @property
-    def has_probe_times(self) -> bool:
-        return bool(self.probe_ms) and self.rows_without_probe == 0
-
-    def value(self, column: str) -> str:
-        return self.rows[0].get(column) or ""
-
-    @property
-    def device(self) -> str:
-        return self.identity[IDENTITY.index("device")]
-
-    @property
-    def device_name(self) -> str:
-        return self.identity[IDENTITY.index("device_name")]
-
-    @property
-    def status(self) -> str:
-        """ok when every pooled row is ok; otherwise the first other status."""
-        return next((r["status"] for r in self.rows if r["status"] != "ok"), "ok")
-
-    @property
-    def error(self) -> str:
-        text = next((r.get("error") or "" for r in self.rows if r["status"] != "ok"), "")
-        lines = text.strip().splitlines()
-        return lines[-1][:200] if lines else ""
-
-    @property
-    def accuracy(self) -> float | None:
-        values = [
-            float(r["final_test_accuracy"]) for r in self.rows if r.get("final_test_accuracy")
-        ]
-        return statistics.fmean(values) if values else None
-
-    @property
-    def target(self) -> float | None:
-        """The task's target accuracy: the row's (real data only), else the task registry's."""
-        if self.value("target_accuracy"):
-            return float(self.value("target_accuracy"))
-        task = TASKS.get(self.identity[0])
-        return task.target_accuracy if task and self.value("data") == "real" else None
-
-    @property
-    def calibration(self) -> dict[str, float] | None:
-        """Median calibration over the pooled rows; None when a row has none (schema 1)."""
-        values = {key: [r.get(key) or "" for r in self.rows] for key in CALIBRATION_KEYS}
-        if not all(all(column) for column in values.values()):
-            return None
-        return {key: statistics.median(map(float, column)) for key, column in values.items()}
-
-    @property
-    def test_hooks(self) -> str:
-        return " ".join(sorted({r.get("test_hooks") or "" for r in self.rows} - {""}))
-
-    @property
-    def label(self) -> str:
-        task, backend, _, _, precision, mode, batch_size = self.identity
-        return f"{task}/{backend}/{mode}/{precision}/b{batch_size}"
-
-
-@dataclass
-class Side:
-    """The baseline or the current run: its measurements by identity, and where they came from."""
-
-    name: str  # "baseline" or "current"
-    sources: list[str]
-    measurements: dict[tuple[str, ...], Measurement]
-
-
-# ---------------------------------------------------------------------------- reading
 
 
 def load_side(name: str, paths: list[str | Path]) -> Side:
@@ -175,19 +77,6 @@ def resolve_source(name: str, path: Path) -> Path:
         f"{name}: {newest} (the newest of {len(runs)} run directories in {path})", file=sys.stderr
     )
     return newest
-
-
-@dataclass(frozen=True)
-class WindowTimes:
-    """A row's steady windows: wall and CPU ms per step, and the probe's ms around each (the
-    lists are aligned; cpu and probe are empty where the source has none)."""
-
-    wall: list[float]
-    cpu: list[float] = field(default_factory=list)
-    probe: list[float] = field(default_factory=list)
-
-
-Times = tuple[dict[str, str], WindowTimes]
 
 
 def read_source(path: Path) -> list[Times]:
@@ -387,77 +276,3 @@ def read_pytest_benchmark(path: Path) -> list[Times]:
             raise GateDataError(f"{path}: benchmark {name} has non-numeric probe_ms") from None
         rows.append((row, WindowTimes(step_ms, [], probe)))  # wall clock only: no CPU times
     return rows
-
-
-# ---------------------------------------------------------------------------- writing
-
-
-def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
-    """One baseline file from run directories: their rows plus each row's steady window times.
-
-    Refuses rows that a baseline must not hold: failed (and the like; skipped rows are kept, so
-    the gate knows the configuration was expected to skip) and rows made under test hooks."""
-    rows = []
-    for run_dir in run_dirs:
-        if not (run_dir / "results.csv").is_file():
-            raise GateDataError(f"{run_dir} is not a run directory (it has no results.csv)")
-        for row, times in read_run_dir(run_dir):
-            if row["status"] not in ("ok", "skipped"):
-                raise GateDataError(
-                    f"{run_dir}: cell {row['cell_id']} is {row['status']}; a baseline is made "
-                    "from clean runs only (rerun it: bench run --resume RUN_DIR --retry-failed)"
-                )
-            if row.get("test_hooks"):
-                raise GateDataError(
-                    f"{run_dir}: cell {row['cell_id']} ran under test-only hooks "
-                    f"({row['test_hooks']}); its numbers are not real"
-                )
-            rows.append(
-                {column: row.get(column) or "" for column in COLUMNS}
-                | {STEP_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.wall)}
-                | {CPU_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.cpu)}
-                | {PROBE_COLUMN: " ".join(f"{value:.6g}" for value in times.probe)}
-            )
-    if not rows:
-        raise GateDataError("the run directories hold no rows")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=BASELINE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(buffer.getvalue())
-    temporary.replace(out)
-    return rows
-
-
-def command_baseline(args: argparse.Namespace) -> int:
-    try:
-        rows = write_baseline([Path(p) for p in args.run_dirs], Path(args.out))
-    except GateDataError as error:
-        print(f"bench: error: {error}", file=sys.stderr)
-        return 2
-    for row in rows:
-        windows = len(row[STEP_TIMES_COLUMN].split())
-        accuracy = (
-            format_value(float(row["final_test_accuracy"])) if row["final_test_accuracy"] else "-"
-        )
-        print(
-            f"{row['cell_id']:<48} {row['status']:<8} {windows:>4} steady windows  acc {accuracy}"
-        )
-    print(json.dumps({"baseline": args.out, "rows": len(rows), "runs": len(args.run_dirs)}))
-    return 0
-
-
-def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "baseline",
-        help="write a baseline file for `bench gate` from run directories",
-        description="Write a baseline file for `bench gate`: the rows of the run directories "
-        "and each row's steady per-step window times (several runs are pooled by the gate).",
-    )
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to pool")
-    parser.add_argument(
-        "--out", required=True, help="baseline CSV to write, e.g. results/baselines/cpu-quick.csv"
-    )
-    parser.set_defaults(handler=command_baseline)
