@@ -16,7 +16,6 @@ names the valid choices.
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import sys
@@ -28,7 +27,7 @@ from bench import gate, report
 from bench.config import DATA_KINDS, DEVICES, MODES, PRECISIONS, RunConfig, UsageError, check_choice
 from bench.gate import baseline
 from bench.metrics import nvml_devices
-from bench.results import COLUMNS, environment, markdown_table
+from bench.results import ResultsError, check_appendable, environment
 from bench.runner import new_run_id, parse_matrix, read_matrix, run_matrix
 from bench.tasks import TASKS
 
@@ -158,7 +157,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cells = read_matrix(run_dir)
-        check_same_schema(run_dir / "results.csv")
+        check_appendable(run_dir / "results.csv")  # a resumed run appends rows of this schema
         devices = {c.device for c in cells if isinstance(c, RunConfig)}
     else:
         cells = read_matrix_file(args.matrix) if args.matrix else expand_matrix(args)
@@ -176,7 +175,7 @@ def command_run(args: argparse.Namespace) -> int:
     if args.tensorboard:
         try:
             report.import_tensorboardx()
-        except report.ReportError as error:
+        except ResultsError as error:
             raise UsageError(str(error)) from None
     print(f"{len(cells)} runs -> {run_dir}", file=sys.stderr)
     try:
@@ -194,24 +193,12 @@ def command_run(args: argparse.Namespace) -> int:
         return 130
     export_tensorboard(run_dir, args.tensorboard)
     print()
-    print(markdown_table(rows))
+    print((run_dir / "results.md").read_text())
     print(f"results: {run_dir / 'results.csv'}")
     failed = [r for r in rows if r["status"] not in ("ok", "skipped")]
     summary = {"run_dir": str(run_dir), "runs": len(rows), "failed": len(failed)}
     print(json.dumps(summary))
     return 1 if failed else 0
-
-
-def check_same_schema(path: Path) -> None:
-    """A resumed run appends rows: its results.csv must have this bench's columns."""
-    if path.is_file() and path.stat().st_size:
-        with open(path, newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if header != list(COLUMNS):
-            raise UsageError(
-                f"{path} was written with other columns (another schema version); finish that "
-                "run with the bench version that started it, or start a new run"
-            )
 
 
 def export_tensorboard(run_dir: Path, log_dir: str | None) -> None:
@@ -312,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except UsageError as error:
+    except (UsageError, ResultsError) as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 2
 

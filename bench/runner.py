@@ -25,8 +25,13 @@ from bench.cell import base_row, worker_environment
 from bench.config import InvalidCell, RunConfig, UsageError
 from bench.results import (
     append_row,
+    drop_rows,
+    fill_device_names,
+    latest_per_cell,
     markdown_table,
-    read_rows,
+    read_results,
+    read_run,
+    records,
     repair_csv,
     write_atomic,
     write_environment,
@@ -314,29 +319,27 @@ def parse_matrix(entries: list[dict]) -> list[RunConfig | InvalidCell]:
 
 
 def final_rows(path: Path) -> dict[str, dict]:
-    """cell_id -> its row in results.csv (after repairing a torn last line)."""
+    """cell_id -> its final row in results.csv (typed; after repairing a torn last line)."""
     repair_csv(path)
-    return {row["cell_id"]: row for row in read_rows(path)} if path.exists() else {}
-
-
-def drop_rows(path: Path, cell_ids: set[str]) -> None:
-    """Rewrite results.csv atomically without the rows of `cell_ids` (they are being redone)."""
-    kept = [row for row in read_rows(path) if row["cell_id"] not in cell_ids]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    for row in kept:
-        append_row(temporary, row)
-    if not kept:
-        temporary.write_text("")
-    os.replace(temporary, path)
+    if not path.exists():
+        return {}
+    return {row["cell_id"]: row for row in records(latest_per_cell(read_results(path)))}
 
 
 def previous_attempts(path: Path) -> dict[str, int]:
+    """cell_id -> how many attempts attempts.csv holds for it."""
     repair_csv(path)
-    counts: dict[str, int] = {}
-    for row in read_rows(path) if path.exists() else []:
-        counts[row["cell_id"]] = counts.get(row["cell_id"], 0) + 1
-    return counts
+    if not path.exists():
+        return {}
+    return {str(k): int(n) for k, n in read_results(path)["cell_id"].value_counts().items()}
+
+
+def write_summary(run_dir: Path) -> None:
+    """results.md: the final rows' tables, with env.json's device name for rows that failed
+    before the backend named it (as the report does)."""
+    run = read_run(run_dir)
+    rows = fill_device_names(run.rows, run.environment)
+    write_atomic(run_dir / "results.md", markdown_table(rows))
 
 
 def run_matrix(
@@ -399,8 +402,8 @@ def run_matrix(
             )
             raise
         finally:
-            rows = [dict(row) for row in final_rows(results).values()]
-            write_atomic(run_dir / "results.md", markdown_table(rows))
+            rows = list(final_rows(results).values())
+            write_summary(run_dir)
     return rows
 
 

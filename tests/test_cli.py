@@ -94,6 +94,9 @@ def test_tiny_matrix_writes_rows_windows_history_and_table(tmp_path):
     assert rows[0]["params"] == "347146"
     table = (run_dir / "results.md").read_text()
     assert "| mnist_cnn | torch |" in table and "| sst2_lstm | torch |" in table
+    headings = [line for line in table.splitlines() if line.startswith("### ")]
+    assert [h.split(" · ")[0] for h in headings] == ["### mnist_cnn", "### sst2_lstm"]
+    assert table in result.stdout  # bench run prints results.md
     env = json.loads((run_dir / "env.json").read_text())
     assert {"command", "packages", "git_sha", "cpu", "gpus", "python"} <= set(env)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {

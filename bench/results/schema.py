@@ -1,26 +1,17 @@
-"""The result schema, CSV / JSON writing, environment capture and the comparison table.
+"""The result schema: the columns of a results.csv row, their meaning and their type.
 
-One CSV row per run. COLUMNS is the single source of truth for the column names and their
-meaning; results/SCHEMA.md documents the same list (a test keeps the two in step). Columns are
-never renamed silently: a change bumps SCHEMA_VERSION.
+COLUMNS is the single source of truth for the column names and their meaning; results/SCHEMA.md
+documents the same list (a test keeps the two in step). Columns are never renamed silently: a
+change bumps SCHEMA_VERSION. Every column has one type: INTEGER_COLUMNS and TEXT_COLUMNS say
+which; every other column is a float. Empty means "not measured" (never zero).
+
+Imports nothing heavy (no pandas): the worker writes rows through this module.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import platform
-import socket
-import subprocess
-import sys
-from importlib import metadata
-from pathlib import Path
-
-from backends import FRAMEWORK_PACKAGES
-from bench.metrics import cpu_count, cpu_name, nvml_devices
+from numbers import Real
 
 SCHEMA_VERSION = 3
 # Versions this bench reads. 2 added cpu_time_median_ms, calib_matmul_ms, calib_dispatch_ms and
@@ -94,12 +85,42 @@ COLUMNS: dict[str, str] = {
     "nvml_source": "process (NVML's figure for this PID) | device (device memory used minus its level before the framework loaded; where NVML lists no PID of ours: containers, MIG)",
 }
 
+# Column types. Text columns read as strings, integer columns as Int64, all others as floats;
+# in every type an empty cell reads as NA (not measured).
+# fmt: off
+TEXT_COLUMNS = (
+    "run_id", "cell_id", "task", "dataset", "data", "backend", "framework_version", "device",
+    "device_name", "precision", "mode", "mechanism", "status", "error", "test_hooks",
+    "nvml_source",
+)
+INTEGER_COLUMNS = (
+    "schema_version", "threads", "batch_size", "seed", "epochs", "train_samples",
+    "steps_per_epoch", "attempt", "first_dispatch_steps", "window_steps", "steady_windows",
+    "steady_steps", "epochs_to_target", "params", "flops_per_sample",
+)
+# fmt: on
+FLOAT_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS and c not in INTEGER_COLUMNS)
+
+# A results.csv without these cannot be grouped, ranked or matched; any other column that a
+# file lacks (added to the schema after it was written) reads as empty.
+REQUIRED_COLUMNS = (
+    "cell_id", "task", "device", "device_name", "threads", "precision", "batch_size", "data",
+    "backend", "mode", "status",
+)  # fmt: skip
+
+
+class ResultsError(ValueError):
+    """Results that cannot be read (missing, malformed, another schema version): one line that
+    names the file and what is wrong. The command line prints it and exits with code 2."""
+
 
 def empty_row() -> dict[str, object]:
+    """A row of every column, all empty but the schema version: what a run begins as."""
     return {name: None for name in COLUMNS} | {"schema_version": SCHEMA_VERSION}
 
 
 def format_value(value: object) -> str:
+    """A cell as the CSV holds it: empty for None, 6 significant digits for floats."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -109,154 +130,27 @@ def format_value(value: object) -> str:
     return str(value)
 
 
-def csv_line(row: dict[str, object]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([format_value(row.get(c)) for c in COLUMNS])
-    return buffer.getvalue()
+def number(value: object) -> float | None:
+    """A finite float, or None for empty / NA / not a number (empty means not measured).
 
-
-def append_row(path: Path, row: dict[str, object]) -> None:
-    """Append one row with a single write (header first if the file is new), then fsync."""
-    line = csv_line(row)
-    if not path.exists() or path.stat().st_size == 0:
-        header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow(list(COLUMNS))
-        line = header.getvalue() + line
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(descriptor, line.encode())
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def repair_csv(path: Path) -> None:
-    """Cut a torn last line (a writer killed mid-write leaves no final newline)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
-    keep = data[: data.rfind(b"\n") + 1]
-    temporary = path.with_name(f".{path.name}.repair")
-    temporary.write_bytes(keep)
-    os.replace(temporary, path)
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages that matter, read from metadata (nothing imported)."""
-    names = (*FRAMEWORK_PACKAGES, "numpy", "pandas", "nvidia-ml-py")
-    versions = {}
-    for name in names:
+    Takes typed values (int, float, None, as `bench.results.records` gives them) and CSV text.
+    """
+    if isinstance(value, str):
         try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
-
-
-def git_sha() -> str | None:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+            result = float(value) if value.strip() else math.nan
+        except ValueError:
+            return None
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        result = float(value)
+    else:
         return None
-    return f"{sha}{'-dirty' if dirty else ''}" if sha else None
+    return result if math.isfinite(result) else None
 
 
-def environment(command: list[str]) -> dict[str, object]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "command": " ".join(command),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "cpu": cpu_name(),
-        "cpu_count": cpu_count(),
-        "gpus": nvml_devices(),
-        "packages": package_versions(),
-        "git_sha": git_sha(),
-        "bench_data_dir": os.environ.get("BENCH_DATA_DIR"),
-    }
-
-
-def write_environment(run_dir: Path, command: list[str]) -> None:
-    write_atomic(run_dir / "env.json", json.dumps(environment(command), indent=2) + "\n")
-
-
-TABLE_COLUMNS = (
-    ("task", "task"),
-    ("backend", "backend"),
-    ("device", "device"),
-    ("precision", "prec"),
-    ("mode", "mode"),
-    ("status", "status"),
-    ("samples_per_s", "samples/s"),
-    ("step_time_median_ms", "step ms"),
-    ("step_time_p10_ms", "p10 ms"),
-    ("step_time_p90_ms", "p90 ms"),
-    ("compile_s", "compile s"),
-    ("peak_alloc_mb", "alloc MiB"),
-    ("data_resident_mb", "data MiB"),
-    ("peak_rss_mb", "RSS MiB"),
-    ("final_test_accuracy", "final acc"),
-    ("best_test_accuracy", "best acc"),
-    ("time_to_target_s", "to target s"),
-)
-
-
-def _cell(value: object) -> str:
-    if value in (None, ""):
-        return "-"
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value)
-    if number.is_integer() and abs(number) >= 100:
-        return f"{int(number):,}"
-    return f"{number:,.4g}" if abs(number) < 1 else f"{number:,.1f}"
-
-
-def markdown_table(rows: list[dict[str, object]]) -> str:
-    """Rows grouped by task, fastest first; failed rows at the end of their task with why."""
-
-    def order(row: dict[str, object]) -> tuple:
-        speed = row.get("samples_per_s")
-        return (str(row.get("task")), row.get("status") != "ok", -float(speed or 0))
-
-    lines = [
-        "| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
-    ]
-    notes = []
-    for row in sorted(rows, key=order):
-        lines.append("| " + " | ".join(_cell(row.get(name)) for name, _ in TABLE_COLUMNS) + " |")
-        if row.get("status") != "ok" and row.get("error"):
-            error = str(row["error"]).strip().splitlines()[-1][:200]
-            notes.append(f"- `{row.get('cell_id')}`: {row.get('status')}: {error}")
-        if row.get("test_hooks"):
-            notes.append(f"- `{row.get('cell_id')}`: TEST HOOKS {row['test_hooks']}: not real")
-    text = "\n".join(lines) + "\n"
-    if notes:
-        text += "\n" + "\n".join(notes) + "\n"
-    return text
+def text(value: object) -> str:
+    """A value as a label: "" for empty / NA, integers without a decimal point."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, str | Real) else ""
