@@ -13,6 +13,9 @@ shift estimate and its interval, and the exact null distribution of the Mann-Whi
 (`rank_sum_null`). scipy.stats.mannwhitneyu computes that distribution, but only to turn one
 pair of samples into a p-value; the distribution itself (scipy.stats._mannwhitneyu._MWU) is
 private, and the interval needs its quantiles, not a p-value.
+
+scipy.stats is imported where it is used, not with this module: importing it takes ~0.7 s, and
+every `bench` command imports the gate (for its parser), which imports this module.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 EXACT_PAIRS_LIMIT = 2500  # m * n up to which the rank-sum null distribution is exact
 MAX_SAMPLES_PER_SIDE = 2000  # larger samples are thinned to evenly spaced order statistics
@@ -88,6 +90,8 @@ def _interval_rank(m: int, n: int, confidence: float) -> int:
     if m * n <= EXACT_PAIRS_LIMIT:
         cumulative = np.cumsum(rank_sum_null(m, n))
         return int(np.searchsorted(cumulative, tail * (1 + 1e-9), side="right"))
+    from scipy import stats
+
     z = float(stats.norm.ppf(1 - tail))
     return max(0, math.floor(m * n / 2 - z * math.sqrt(m * n * (m + n + 1) / 12)))
 
@@ -113,12 +117,16 @@ def rank_sum_null(m: int, n: int) -> np.ndarray:
 
 def student_t_quantile(probability: float, df: int) -> float:
     """The `probability` quantile of Student's t with `df` degrees of freedom (scipy.stats.t)."""
+    from scipy import stats
+
     return float(stats.t.ppf(probability, df))
 
 
 def geometric_mean_interval(ratios: Sequence[float], confidence: float = 0.95) -> RatioInterval:
     """The geometric mean of per-row ratios and its Student-t interval across the rows (the rows
     are the samples: their spread holds each row's own noise and the drift between rows)."""
+    from scipy import stats
+
     logs = np.log(np.asarray(ratios, dtype=float))
     estimate = float(stats.gmean(np.asarray(ratios, dtype=float)))
     if len(logs) < 3:
