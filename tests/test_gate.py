@@ -616,6 +616,38 @@ def test_an_extra_current_row_and_a_missing_file_exit_2(base_run, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "edit, message",  # a run directory's results.csv, read by the results layer
+    [(lambda lines: [], "results.csv is empty"),
+     (lambda lines: lines[:-1] + [lines[-1][:40]], "a malformed CSV"),
+     (lambda lines: [lines[0], lines[1].replace(",0.95,", ",zero,")],
+      "final_test_accuracy is 'zero', not a number"),
+     (lambda lines: [lines[0]] + ["7" + line[1:] for line in lines[1:]],
+      "3 rows have schema_version 7 but this bench")],
+)  # fmt: skip
+def test_broken_run_directories_exit_2_with_one_clear_line(edit, message, base_run, tmp_path):
+    current = make_run(tmp_path / "cur", seed=2)
+    lines = (current / "results.csv").read_text().splitlines()
+    (current / "results.csv").write_text("".join(line + "\n" for line in edit(lines)))
+    for source in (current, current / "results.csv"):
+        with pytest.raises(GateDataError, match=message):
+            load_side("current", [source])
+    result = cli_gate("--baseline", base_run, "--current", current)
+    error = [line for line in result.stderr.splitlines() if line.startswith("bench: error:")]
+    assert result.returncode == 2 and len(error) == 1 and message in error[0], result.stderr
+
+
+def test_a_retried_cell_counts_with_its_final_row(base_run, tmp_path, capsys):
+    current = make_run(tmp_path / "cur", seed=2)
+    lines = (current / "results.csv").read_text().splitlines()
+    first = lines[1].replace(",ok,", ",failed,", 1)  # an earlier, failed attempt of the cell
+    (current / "results.csv").write_text("\n".join([lines[0], first, *lines[1:]]) + "\n")
+    side = load_side("current", [current])
+    assert len(side.measurements) == 3 and {m.status for m in side.measurements.values()} == {"ok"}
+    code, out, _ = run_gate(base_run, current, capsys=capsys)
+    assert code == 0 and "PASS: 3 rows compared, 0 regressions" in out
+
+
 def test_a_results_csv_alone_has_no_windows(base_run, tmp_path):
     lone = tmp_path / "lone.csv"
     lone.write_text((base_run / "results.csv").read_text())

@@ -41,7 +41,8 @@ other-schema source, or rows on one side only unless --allow-partial; 2 outranks
 The package, in the order a gate runs:
 
     sides.py       Measurement and Side: what one side holds for one row identity
-    sources.py     reading a side: run directories, results and baseline CSVs, pytest-benchmark
+    sources.py     reading a side: run directories (through bench.results), baseline CSVs,
+                   pytest-benchmark JSON
     machines.py    matching rows, and how each pair of machines is compared
     tolerances.py  the allowances per device class
     rows.py        the verdicts of one row: status, step time, accuracy

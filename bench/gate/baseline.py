@@ -24,7 +24,7 @@ from bench.gate.sources import (
     STEP_TIMES_COLUMN,
     read_run_dir,
 )
-from bench.results import COLUMNS, format_value
+from bench.results import COLUMNS, format_value, text
 
 
 def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
@@ -37,18 +37,19 @@ def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
         if not (run_dir / "results.csv").is_file():
             raise GateDataError(f"{run_dir} is not a run directory (it has no results.csv)")
         for row, times in read_run_dir(run_dir):
-            if row["status"] not in ("ok", "skipped"):
+            cell, status, hooks = (text(row.get(c)) for c in ("cell_id", "status", "test_hooks"))
+            if status not in ("ok", "skipped"):
                 raise GateDataError(
-                    f"{run_dir}: cell {row['cell_id']} is {row['status']}; a baseline is made "
+                    f"{run_dir}: cell {cell} is {status}; a baseline is made "
                     "from clean runs only (rerun it: bench run --resume RUN_DIR --retry-failed)"
                 )
-            if row.get("test_hooks"):
+            if hooks:
                 raise GateDataError(
-                    f"{run_dir}: cell {row['cell_id']} ran under test-only hooks "
-                    f"({row['test_hooks']}); its numbers are not real"
+                    f"{run_dir}: cell {cell} ran under test-only hooks "
+                    f"({hooks}); its numbers are not real"
                 )
-            rows.append(
-                {column: row.get(column) or "" for column in COLUMNS}
+            rows.append(  # the results columns as results.csv holds them (format_value)
+                {column: format_value(row.get(column)) for column in COLUMNS}
                 | {STEP_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.wall)}
                 | {CPU_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.cpu)}
                 | {PROBE_COLUMN: " ".join(f"{value:.6g}" for value in times.probe)}

@@ -1,4 +1,6 @@
-"""The gate's output: the text table, the markdown summary and the JSON line."""
+"""The gate's output: the text table, the markdown summary and the JSON line. Both tables are
+drawn by the results layer's renderers (bench.results.text_table and markdown) from one column
+spec per header below; table_cells formats every cell, so the columns only place them."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import statistics
 from bench.gate.rows import RowResult
 from bench.gate.sides import Measurement
 from bench.gate.suite import GateResult
+from bench.results import Column, markdown, text_table
 
 TABLE = (
     "task", "backend", "mode", "prec", "batch", "time", "state", "base ms", "cur ms", "ratio",
     "interval", "allow", "windows", "wall", "base acc", "cur acc", "step", "accuracy", "verdict",
 )  # fmt: skip
+# Every cell is text from table_cells ("-" where there is nothing), left-aligned (numeric=False)
+TABLE_COLUMNS = tuple(Column(title, title, numeric=False) for title in TABLE)
 
 
 def table_cells(row: RowResult) -> list[str]:
@@ -43,14 +48,20 @@ def table_cells(row: RowResult) -> list[str]:
     ]  # fmt: skip
 
 
+def table_rows(result: GateResult, bold_verdicts: bool = False) -> list[dict[str, str]]:
+    """Each row's cells by column title; `bold_verdicts`: markdown bold on every verdict but pass."""
+    rows = []
+    for row in result.rows:
+        cells = table_cells(row)
+        if bold_verdicts and row.verdict != "pass":
+            cells[-1] = f"**{cells[-1]}**"
+        rows.append(dict(zip(TABLE, cells)))
+    return rows
+
+
 def text_report(result: GateResult, confidence: float) -> str:
-    header = list(TABLE)
-    lines = [table_cells(row) for row in result.rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     text = [
-        "  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip(),
-        "  ".join("-" * width for width in widths),
-        *("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines),
+        text_table(TABLE_COLUMNS, table_rows(result), empty=""),
         "",
         *comparison_lines(result),
         f"time: the step time judged (cpu: process CPU time per step, wall: wall clock); state: "
@@ -98,21 +109,13 @@ def verdict_line(result: GateResult) -> str:
 
 
 def markdown_report(result: GateResult, confidence: float) -> str:
-    header = list(TABLE)
+    table = markdown(TABLE_COLUMNS, table_rows(result, bold_verdicts=True), empty="")
     lines = [
         f"### bench gate: {verdict_line(result)}",
         "",
         *(f"- {line}" for line in comparison_lines(result)),
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ]
-    for row in result.rows:
-        cells = table_cells(row)
-        if row.verdict != "pass":
-            cells[-1] = f"**{cells[-1]}**"
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    lines += [
+        table.removesuffix("\n"),
         "",
         f"Step time (cpu: process CPU time per step; wall: wall clock): Hodges-Lehmann ratio "
         f"current/baseline over the steady windows (state fast: only those that ran in the "

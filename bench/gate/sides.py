@@ -11,14 +11,16 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+from bench.results import ResultsError, number, text
 from bench.tasks import TASKS
 
 IDENTITY = ("task", "backend", "device", "device_name", "precision", "mode", "batch_size")
 CALIBRATION_KEYS = ("calib_matmul_ms", "calib_dispatch_ms")
 
 
-class GateDataError(ValueError):
-    """A source the gate cannot use (missing, malformed, another schema): exit code 2."""
+# A source the gate cannot use (missing, malformed, another schema): exit code 2. The gate's
+# name for the results layer's one error type, which reading a run directory raises.
+GateDataError = ResultsError
 
 
 @dataclass
@@ -26,7 +28,7 @@ class Measurement:
     """Everything one side has for one identity: its rows, pooled."""
 
     identity: tuple[str, ...]
-    rows: list[dict[str, str]] = field(default_factory=list)
+    rows: list[dict[str, object]] = field(default_factory=list)  # typed values or CSV text
     step_ms: list[float] = field(default_factory=list)  # steady per-step window times (wall)
     cpu_step_ms: list[float] = field(default_factory=list)  # the same windows' CPU time per step
     rows_without_cpu: int = 0  # ok rows whose windows have no CPU time: cpu_step_ms is unusable
@@ -44,7 +46,7 @@ class Measurement:
         return bool(self.probe_ms) and self.rows_without_probe == 0
 
     def value(self, column: str) -> str:
-        return self.rows[0].get(column) or ""
+        return text(self.rows[0].get(column))
 
     @property
     def device(self) -> str:
@@ -57,40 +59,44 @@ class Measurement:
     @property
     def status(self) -> str:
         """ok when every pooled row is ok; otherwise the first other status."""
-        return next((r["status"] for r in self.rows if r["status"] != "ok"), "ok")
+        statuses = (text(r.get("status")) for r in self.rows)
+        return next((status for status in statuses if status != "ok"), "ok")
 
     @property
     def error(self) -> str:
-        text = next((r.get("error") or "" for r in self.rows if r["status"] != "ok"), "")
-        lines = text.strip().splitlines()
+        rows = (r for r in self.rows if text(r.get("status")) != "ok")
+        lines = next((text(r.get("error")) for r in rows), "").strip().splitlines()
         return lines[-1][:200] if lines else ""
 
     @property
     def accuracy(self) -> float | None:
-        values = [
-            float(r["final_test_accuracy"]) for r in self.rows if r.get("final_test_accuracy")
-        ]
+        values = [number(r.get("final_test_accuracy")) for r in self.rows]
+        values = [value for value in values if value is not None]
         return statistics.fmean(values) if values else None
 
     @property
     def target(self) -> float | None:
         """The task's target accuracy: the row's (real data only), else the task registry's."""
-        if self.value("target_accuracy"):
-            return float(self.value("target_accuracy"))
+        target = number(self.rows[0].get("target_accuracy"))
+        if target is not None:
+            return target
         task = TASKS.get(self.identity[0])
         return task.target_accuracy if task and self.value("data") == "real" else None
 
     @property
     def calibration(self) -> dict[str, float] | None:
         """Median calibration over the pooled rows; None when a row has none (schema 1)."""
-        values = {key: [r.get(key) or "" for r in self.rows] for key in CALIBRATION_KEYS}
-        if not all(all(column) for column in values.values()):
-            return None
-        return {key: statistics.median(map(float, column)) for key, column in values.items()}
+        medians = {}
+        for key in CALIBRATION_KEYS:
+            values = [number(r.get(key)) for r in self.rows]
+            if None in values:
+                return None
+            medians[key] = statistics.median(v for v in values if v is not None)
+        return medians
 
     @property
     def test_hooks(self) -> str:
-        return " ".join(sorted({r.get("test_hooks") or "" for r in self.rows} - {""}))
+        return " ".join(sorted({text(r.get("test_hooks")) for r in self.rows} - {""}))
 
     @property
     def label(self) -> str:
@@ -117,4 +123,4 @@ class WindowTimes:
     probe: list[float] = field(default_factory=list)
 
 
-Times = tuple[dict[str, str], WindowTimes]
+Times = tuple[dict[str, object], WindowTimes]

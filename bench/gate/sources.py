@@ -1,7 +1,8 @@
 """Reading one side of a comparison (the baseline or the current run) from one or more sources:
 
-    RUN_DIR              a run directory: results.csv, and each cell's steady windows from
-                         cells/<cell_id>/windows.csv
+    RUN_DIR              a run directory: results.csv, read by the results layer
+                         (bench.results: checked, typed, each cell's final row), and each
+                         cell's steady windows from cells/<cell_id>/windows.csv
     a folder of runs     the newest run directory directly in it (by when its results.csv was
                          last written): `--current results` is the latest scratch run
     BASE.csv             a baseline file: the results columns plus `steady_step_ms`,
@@ -11,7 +12,9 @@
     BENCH.json           pytest-benchmark's JSON (--benchmark-json, saved with
                          --benchmark-save-data): one row per benchmark, its rounds as windows
 
-Rows of a side with the same identity are pooled (bench/gate/sides.py).
+Rows of a side with the same identity are pooled (bench/gate/sides.py). A row is a dict: typed
+values (bench.results.records) from a run directory, text from a baseline file or JSON; the gate
+reads both with bench.results.text and bench.results.number.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bench import results
 from bench.gate.sides import (
     CALIBRATION_KEYS,
     IDENTITY,
@@ -32,7 +37,7 @@ from bench.gate.sides import (
     Times,
     WindowTimes,
 )
-from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, read_rows
+from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, read_rows, text
 
 STEP_TIMES_COLUMN = "steady_step_ms"  # the columns a baseline file adds to the results'
 CPU_TIMES_COLUMN = "steady_cpu_step_ms"  # empty where the windows have no CPU time (schema 1)
@@ -41,6 +46,9 @@ BASELINE_COLUMNS = (*COLUMNS, STEP_TIMES_COLUMN, CPU_TIMES_COLUMN, PROBE_COLUMN)
 REQUIRED_COLUMNS = ("schema_version", "cell_id", *IDENTITY, "status")
 NUMERIC_COLUMNS = ("batch_size", "final_test_accuracy", "target_accuracy", "calib_matmul_ms")
 NUMERIC_COLUMNS += ("calib_dispatch_ms",)
+
+if TYPE_CHECKING:  # pandas loads with the results layer's reader, when a run is read
+    import pandas as pd
 
 
 def load_side(name: str, paths: list[str | Path]) -> Side:
@@ -51,7 +59,7 @@ def load_side(name: str, paths: list[str | Path]) -> Side:
         path = resolve_source(name, path)
         sources.append(str(path))
         for row, times in read_source(path):
-            identity = tuple(row.get(column) or "" for column in IDENTITY)
+            identity = tuple(text(row.get(column)) for column in IDENTITY)
             entry = measurements.setdefault(identity, Measurement(identity))
             entry.rows.append(row)
             entry.step_ms.extend(times.wall)
@@ -80,23 +88,38 @@ def resolve_source(name: str, path: Path) -> Path:
 
 
 def read_source(path: Path) -> list[Times]:
+    """A source's rows and their windows. A CSV file inside a run directory that is not a
+    baseline file (results.csv, attempts.csv) stands for its run directory."""
     if path.is_dir():
         return read_run_dir(path)
     if path.suffix == ".json":
         return read_pytest_benchmark(path)
-    rows, fields = read_results_csv(path)
+    if (path.parent / "cells").is_dir() and STEP_TIMES_COLUMN not in csv_header(path):
+        if path != path.parent / "results.csv":
+            read_run_csv(path)  # checked, as any source is
+        return read_run_dir(path.parent)
+    rows, fields = read_baseline_csv(path)
     if STEP_TIMES_COLUMN in fields:
         return [(row, read_baseline_row(path, row)) for row in rows]
-    if (path.parent / "cells").is_dir():
-        return read_run_dir(path.parent)
     raise GateDataError(
         f"{path} has no per-window step times: give its run directory, or make a baseline "
         f"file with `bench baseline RUN_DIR --out {path.name}`"
     )
 
 
-def read_results_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """The rows of a results or baseline CSV, checked: shape, schema version, numbers."""
+def csv_header(path: Path) -> list[str]:
+    """The column names on a CSV file's first line; [] where it cannot be read as CSV text."""
+    try:
+        with open(path, newline="") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def read_baseline_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of a baseline file (or of any CSV given that is not a run's), as text, checked
+    here rather than by the results layer, with the messages that say how to remake a
+    baseline: shape, schema version, the numbers the gate reads."""
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -147,10 +170,10 @@ def check_versions(path: Path, rows: list[dict[str, str]]) -> None:
 
 def check_numbers(path: Path, row: dict[str, str]) -> None:
     for column in NUMERIC_COLUMNS:
-        text = row.get(column) or ""
-        if text and not is_number(text):
+        value = row.get(column) or ""
+        if value and not is_number(value):
             raise GateDataError(
-                f"{path}, row {row['cell_id'] or '?'}: {column} is {text!r}, not a number"
+                f"{path}, row {row['cell_id'] or '?'}: {column} is {value!r}, not a number"
             )
 
 
@@ -159,15 +182,6 @@ def is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
-
-
-def latest_per_cell(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """One row per cell_id of a run's results (the last: a retried cell's final row); a baseline
-    file keeps every row (pooled runs repeat cell ids)."""
-    by_cell: dict[str, dict[str, str]] = {}
-    for index, row in enumerate(rows):
-        by_cell[row["cell_id"] or f"row {index}"] = row
-    return list(by_cell.values())
 
 
 def read_baseline_row(path: Path, row: dict[str, str]) -> WindowTimes:
@@ -187,7 +201,7 @@ def read_baseline_row(path: Path, row: dict[str, str]) -> WindowTimes:
 
 def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float]:
     try:
-        values = [float(text) for text in (row.get(column) or "").split()]
+        values = [float(item) for item in (row.get(column) or "").split()]
     except ValueError:
         values = [-1.0]
     if not all(math.isfinite(v) and v > 0 for v in values):
@@ -199,17 +213,28 @@ def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float
     return values
 
 
+def read_run_csv(path: Path) -> pd.DataFrame:
+    """A run's results CSV through the results layer: a typed DataFrame of every row, checked
+    (ResultsError, which is GateDataError, names the file and the problem)."""
+    frame = results.read_results(path, REQUIRED_COLUMNS)
+    if frame.empty and not path.read_text().strip():  # the layer reads an empty file as no rows
+        raise GateDataError(f"{path} is empty")
+    return frame
+
+
 def read_run_dir(run_dir: Path) -> list[Times]:
-    rows, _ = read_results_csv(run_dir / "results.csv")
-    return [(row, steady_times(run_dir, row)) for row in latest_per_cell(rows)]
+    """Each cell's final row (bench.results.latest_per_cell) as typed values, and its windows.
+    A baseline file, which pools runs, keeps every row instead (read_baseline_csv)."""
+    frame = results.latest_per_cell(read_run_csv(run_dir / "results.csv"))
+    return [(row, steady_times(run_dir, row)) for row in results.records(frame)]
 
 
-def steady_times(run_dir: Path, row: dict[str, str]) -> WindowTimes:
+def steady_times(run_dir: Path, row: dict[str, object]) -> WindowTimes:
     """The cell's steady windows (none for a row that is not ok; no CPU times from windows
     written before schema 2, no probe times from windows written before the probe)."""
-    if row["status"] != "ok":
+    if text(row.get("status")) != "ok":
         return WindowTimes([])
-    path = run_dir / "cells" / row["cell_id"] / "windows.csv"
+    path = run_dir / "cells" / text(row.get("cell_id")) / "windows.csv"
     try:
         steady = [w for w in read_rows(path) if w["phase"] == "steady"]
         wall = [float(w["seconds"]) * 1e3 / int(w["steps"]) for w in steady]
