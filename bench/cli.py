@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends import BACKENDS, missing_modules
-from bench import baseline, gate, report
+from bench import gate, report
 from bench.config import DATA_KINDS, DEVICES, MODES, PRECISIONS, RunConfig, UsageError, check_choice
+from bench.gate import baseline
 from bench.metrics import nvml_devices
 from bench.results import ResultsError, check_appendable, environment
 from bench.runner import new_run_id, parse_matrix, read_matrix, run_matrix

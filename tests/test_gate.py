@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from bench import gate
-from bench.baseline import (
+from bench.calibration import calibrate, speed_factor
+from bench.gate import (
     CPU_TIMES_COLUMN,
     PROBE_COLUMN,
     STEP_TIMES_COLUMN,
@@ -26,9 +27,8 @@ from bench.baseline import (
     load_side,
     write_baseline,
 )
-from bench.calibration import calibrate, speed_factor
-from bench.metrics import rank_sum_null, ratio_interval
 from bench.results import COLUMNS, SCHEMA_VERSION, append_row, empty_row, read_rows
+from bench.stats import rank_sum_null, ratio_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = "AMD EPYC 7B13 64-Core Processor"
@@ -141,18 +141,28 @@ def test_rank_sum_null_distribution_is_the_textbook_one():
         assert np.allclose(p, p[::-1])  # symmetric under the null
 
 
+def test_rank_sum_null_is_the_distribution_behind_scipys_exact_mann_whitney_test():
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(0)
+    for m, n in ((4, 7), (12, 9), (30, 40)):
+        x, y = rng.normal(size=m), rng.normal(size=n)
+        test = mannwhitneyu(x, y, alternative="less", method="exact")  # P(U <= observed U)
+        assert math.isclose(np.cumsum(rank_sum_null(m, n))[int(test.statistic)], test.pvalue)
+
+
 @pytest.mark.parametrize(
     "m, n, rank",  # Wilcoxon-Mann-Whitney tables, two-sided 0.05: k = critical U + 1
     [(3, 3, 0), (4, 4, 1), (3, 6, 2), (5, 5, 3), (10, 10, 24), (20, 20, 128)],
 )
 def test_interval_rank_matches_the_tables(m, n, rank):
-    from bench.metrics import _interval_rank
+    from bench.stats import _interval_rank
 
     assert _interval_rank(m, n, 0.95) == rank
 
 
 def test_exact_and_normal_ranks_agree_where_they_meet():
-    from bench.metrics import _interval_rank
+    from bench.stats import _interval_rank
 
     z = 1.959963984540054
     for m, n in ((50, 50), (40, 60)):
@@ -242,7 +252,7 @@ def test_speed_factor_is_the_geometric_mean_of_the_ratios():
 
 def test_gate_modules_import_no_framework():
     code = (
-        "import sys, bench.gate, bench.baseline, bench.calibration\n"
+        "import sys, bench.gate, bench.gate.baseline, bench.calibration\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('torch', 'jax', 'tensorflow', 'keras', 'flax')))"
     )
@@ -605,6 +615,38 @@ def test_an_extra_current_row_and_a_missing_file_exit_2(base_run, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "edit, message",  # a run directory's results.csv, read by the results layer
+    [(lambda lines: [], "results.csv is empty"),
+     (lambda lines: lines[:-1] + [lines[-1][:40]], "a malformed CSV"),
+     (lambda lines: [lines[0], lines[1].replace(",0.95,", ",zero,")],
+      "final_test_accuracy is 'zero', not a number"),
+     (lambda lines: [lines[0]] + ["7" + line[1:] for line in lines[1:]],
+      "3 rows have schema_version 7 but this bench")],
+)  # fmt: skip
+def test_broken_run_directories_exit_2_with_one_clear_line(edit, message, base_run, tmp_path):
+    current = make_run(tmp_path / "cur", seed=2)
+    lines = (current / "results.csv").read_text().splitlines()
+    (current / "results.csv").write_text("".join(line + "\n" for line in edit(lines)))
+    for source in (current, current / "results.csv"):
+        with pytest.raises(GateDataError, match=message):
+            load_side("current", [source])
+    result = cli_gate("--baseline", base_run, "--current", current)
+    error = [line for line in result.stderr.splitlines() if line.startswith("bench: error:")]
+    assert result.returncode == 2 and len(error) == 1 and message in error[0], result.stderr
+
+
+def test_a_retried_cell_counts_with_its_final_row(base_run, tmp_path, capsys):
+    current = make_run(tmp_path / "cur", seed=2)
+    lines = (current / "results.csv").read_text().splitlines()
+    first = lines[1].replace(",ok,", ",failed,", 1)  # an earlier, failed attempt of the cell
+    (current / "results.csv").write_text("\n".join([lines[0], first, *lines[1:]]) + "\n")
+    side = load_side("current", [current])
+    assert len(side.measurements) == 3 and {m.status for m in side.measurements.values()} == {"ok"}
+    code, out, _ = run_gate(base_run, current, capsys=capsys)
+    assert code == 0 and "PASS: 3 rows compared, 0 regressions" in out
+
+
 def test_a_results_csv_alone_has_no_windows(base_run, tmp_path):
     lone = tmp_path / "lone.csv"
     lone.write_text((base_run / "results.csv").read_text())
@@ -729,7 +771,7 @@ def test_step_time_stats_reports_the_cpu_time_median():
 
 
 def test_student_t_quantiles_match_the_tables():
-    from bench.metrics import student_t_quantile
+    from bench.stats import student_t_quantile
 
     for probability, df, table in ((0.975, 1, 12.706), (0.975, 4, 2.776), (0.975, 9, 2.262),
                                    (0.95, 5, 2.015), (0.995, 20, 2.845), (0.975, 120, 1.980)):  # fmt: skip
@@ -737,7 +779,7 @@ def test_student_t_quantiles_match_the_tables():
 
 
 def test_geometric_mean_interval_covers_a_known_factor():
-    from bench.metrics import geometric_mean_interval
+    from bench.stats import geometric_mean_interval
 
     rng = np.random.default_rng(5)
     covered = 0

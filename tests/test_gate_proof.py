@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from bench import data as datasets
-from bench.baseline import load_side
+from bench.gate import load_side
 from bench.metrics import cpu_name
 from bench.results import read_rows
 

@@ -1,13 +1,8 @@
-"""What `bench gate` compares, read from any of its sources; and `bench baseline`, which writes
-a baseline file from one or more run directories.
+"""Reading one side of a comparison (the baseline or the current run) from one or more sources:
 
-    bench baseline results/20261124-193000 --out results/baselines/cpu-quick.csv
-    bench baseline RUN_A RUN_B RUN_C --out BASE.csv     several runs: the gate pools them
-
-A side of a comparison (the baseline or the current run) is read from one or more sources:
-
-    RUN_DIR              a run directory: results.csv, and each cell's steady windows from
-                         cells/<cell_id>/windows.csv
+    RUN_DIR              a run directory: results.csv, read by the results layer
+                         (bench.results: checked, typed, each cell's final row), and each
+                         cell's steady windows from cells/<cell_id>/windows.csv
     a folder of runs     the newest run directory directly in it (by when its results.csv was
                          last written): `--current results` is the latest scratch run
     BASE.csv             a baseline file: the results columns plus `steady_step_ms`,
@@ -17,27 +12,33 @@ A side of a comparison (the baseline or the current run) is read from one or mor
     BENCH.json           pytest-benchmark's JSON (--benchmark-json, saved with
                          --benchmark-save-data): one row per benchmark, its rounds as windows
 
-Rows are matched on IDENTITY. Rows of one side with the same identity (several seeds, several
-runs pooled into one baseline) are pooled: their windows together, their accuracies averaged.
-Bad input raises GateDataError: one line that names the file and what to do (exit code 2).
+Rows of a side with the same identity are pooled (bench/gate/sides.py). A row is a dict: typed
+values (bench.results.records) from a run directory, text from a baseline file or JSON; the gate
+reads both with bench.results.text and bench.results.number.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import statistics
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, format_value, read_rows
-from bench.tasks import TASKS
+from bench import results
+from bench.gate.sides import (
+    CALIBRATION_KEYS,
+    IDENTITY,
+    GateDataError,
+    Measurement,
+    Side,
+    Times,
+    WindowTimes,
+)
+from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, read_rows, text
 
-IDENTITY = ("task", "backend", "device", "device_name", "precision", "mode", "batch_size")
 STEP_TIMES_COLUMN = "steady_step_ms"  # the columns a baseline file adds to the results'
 CPU_TIMES_COLUMN = "steady_cpu_step_ms"  # empty where the windows have no CPU time (schema 1)
 PROBE_COLUMN = "steady_probe_ms"  # empty where the windows have no probe (older runs)
@@ -45,100 +46,9 @@ BASELINE_COLUMNS = (*COLUMNS, STEP_TIMES_COLUMN, CPU_TIMES_COLUMN, PROBE_COLUMN)
 REQUIRED_COLUMNS = ("schema_version", "cell_id", *IDENTITY, "status")
 NUMERIC_COLUMNS = ("batch_size", "final_test_accuracy", "target_accuracy", "calib_matmul_ms")
 NUMERIC_COLUMNS += ("calib_dispatch_ms",)
-CALIBRATION_KEYS = ("calib_matmul_ms", "calib_dispatch_ms")
 
-
-class GateDataError(ValueError):
-    """A source the gate cannot use (missing, malformed, another schema): exit code 2."""
-
-
-@dataclass
-class Measurement:
-    """Everything one side has for one identity: its rows, pooled."""
-
-    identity: tuple[str, ...]
-    rows: list[dict[str, str]] = field(default_factory=list)
-    step_ms: list[float] = field(default_factory=list)  # steady per-step window times (wall)
-    cpu_step_ms: list[float] = field(default_factory=list)  # the same windows' CPU time per step
-    rows_without_cpu: int = 0  # ok rows whose windows have no CPU time: cpu_step_ms is unusable
-    # the machine-speed probe's ms around each of the same windows (bench.calibration.Probe):
-    # which state the machine was in while the window ran
-    probe_ms: list[float] = field(default_factory=list)
-    rows_without_probe: int = 0
-
-    @property
-    def has_cpu_times(self) -> bool:
-        return bool(self.cpu_step_ms) and self.rows_without_cpu == 0
-
-    @property
-    def has_probe_times(self) -> bool:
-        return bool(self.probe_ms) and self.rows_without_probe == 0
-
-    def value(self, column: str) -> str:
-        return self.rows[0].get(column) or ""
-
-    @property
-    def device(self) -> str:
-        return self.identity[IDENTITY.index("device")]
-
-    @property
-    def device_name(self) -> str:
-        return self.identity[IDENTITY.index("device_name")]
-
-    @property
-    def status(self) -> str:
-        """ok when every pooled row is ok; otherwise the first other status."""
-        return next((r["status"] for r in self.rows if r["status"] != "ok"), "ok")
-
-    @property
-    def error(self) -> str:
-        text = next((r.get("error") or "" for r in self.rows if r["status"] != "ok"), "")
-        lines = text.strip().splitlines()
-        return lines[-1][:200] if lines else ""
-
-    @property
-    def accuracy(self) -> float | None:
-        values = [
-            float(r["final_test_accuracy"]) for r in self.rows if r.get("final_test_accuracy")
-        ]
-        return statistics.fmean(values) if values else None
-
-    @property
-    def target(self) -> float | None:
-        """The task's target accuracy: the row's (real data only), else the task registry's."""
-        if self.value("target_accuracy"):
-            return float(self.value("target_accuracy"))
-        task = TASKS.get(self.identity[0])
-        return task.target_accuracy if task and self.value("data") == "real" else None
-
-    @property
-    def calibration(self) -> dict[str, float] | None:
-        """Median calibration over the pooled rows; None when a row has none (schema 1)."""
-        values = {key: [r.get(key) or "" for r in self.rows] for key in CALIBRATION_KEYS}
-        if not all(all(column) for column in values.values()):
-            return None
-        return {key: statistics.median(map(float, column)) for key, column in values.items()}
-
-    @property
-    def test_hooks(self) -> str:
-        return " ".join(sorted({r.get("test_hooks") or "" for r in self.rows} - {""}))
-
-    @property
-    def label(self) -> str:
-        task, backend, _, _, precision, mode, batch_size = self.identity
-        return f"{task}/{backend}/{mode}/{precision}/b{batch_size}"
-
-
-@dataclass
-class Side:
-    """The baseline or the current run: its measurements by identity, and where they came from."""
-
-    name: str  # "baseline" or "current"
-    sources: list[str]
-    measurements: dict[tuple[str, ...], Measurement]
-
-
-# ---------------------------------------------------------------------------- reading
+if TYPE_CHECKING:  # pandas loads with the results layer's reader, when a run is read
+    import pandas as pd
 
 
 def load_side(name: str, paths: list[str | Path]) -> Side:
@@ -149,7 +59,7 @@ def load_side(name: str, paths: list[str | Path]) -> Side:
         path = resolve_source(name, path)
         sources.append(str(path))
         for row, times in read_source(path):
-            identity = tuple(row.get(column) or "" for column in IDENTITY)
+            identity = tuple(text(row.get(column)) for column in IDENTITY)
             entry = measurements.setdefault(identity, Measurement(identity))
             entry.rows.append(row)
             entry.step_ms.extend(times.wall)
@@ -177,37 +87,39 @@ def resolve_source(name: str, path: Path) -> Path:
     return newest
 
 
-@dataclass(frozen=True)
-class WindowTimes:
-    """A row's steady windows: wall and CPU ms per step, and the probe's ms around each (the
-    lists are aligned; cpu and probe are empty where the source has none)."""
-
-    wall: list[float]
-    cpu: list[float] = field(default_factory=list)
-    probe: list[float] = field(default_factory=list)
-
-
-Times = tuple[dict[str, str], WindowTimes]
-
-
 def read_source(path: Path) -> list[Times]:
+    """A source's rows and their windows. A CSV file inside a run directory that is not a
+    baseline file (results.csv, attempts.csv) stands for its run directory."""
     if path.is_dir():
         return read_run_dir(path)
     if path.suffix == ".json":
         return read_pytest_benchmark(path)
-    rows, fields = read_results_csv(path)
+    if (path.parent / "cells").is_dir() and STEP_TIMES_COLUMN not in csv_header(path):
+        if path != path.parent / "results.csv":
+            read_run_csv(path)  # checked, as any source is
+        return read_run_dir(path.parent)
+    rows, fields = read_baseline_csv(path)
     if STEP_TIMES_COLUMN in fields:
         return [(row, read_baseline_row(path, row)) for row in rows]
-    if (path.parent / "cells").is_dir():
-        return read_run_dir(path.parent)
     raise GateDataError(
         f"{path} has no per-window step times: give its run directory, or make a baseline "
         f"file with `bench baseline RUN_DIR --out {path.name}`"
     )
 
 
-def read_results_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """The rows of a results or baseline CSV, checked: shape, schema version, numbers."""
+def csv_header(path: Path) -> list[str]:
+    """The column names on a CSV file's first line; [] where it cannot be read as CSV text."""
+    try:
+        with open(path, newline="") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def read_baseline_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """The rows of a baseline file (or of any CSV given that is not a run's), as text, checked
+    here rather than by the results layer, with the messages that say how to remake a
+    baseline: shape, schema version, the numbers the gate reads."""
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -258,10 +170,10 @@ def check_versions(path: Path, rows: list[dict[str, str]]) -> None:
 
 def check_numbers(path: Path, row: dict[str, str]) -> None:
     for column in NUMERIC_COLUMNS:
-        text = row.get(column) or ""
-        if text and not is_number(text):
+        value = row.get(column) or ""
+        if value and not is_number(value):
             raise GateDataError(
-                f"{path}, row {row['cell_id'] or '?'}: {column} is {text!r}, not a number"
+                f"{path}, row {row['cell_id'] or '?'}: {column} is {value!r}, not a number"
             )
 
 
@@ -270,15 +182,6 @@ def is_number(text: str) -> bool:
         return math.isfinite(float(text))
     except ValueError:
         return False
-
-
-def latest_per_cell(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """One row per cell_id of a run's results (the last: a retried cell's final row); a baseline
-    file keeps every row (pooled runs repeat cell ids)."""
-    by_cell: dict[str, dict[str, str]] = {}
-    for index, row in enumerate(rows):
-        by_cell[row["cell_id"] or f"row {index}"] = row
-    return list(by_cell.values())
 
 
 def read_baseline_row(path: Path, row: dict[str, str]) -> WindowTimes:
@@ -298,7 +201,7 @@ def read_baseline_row(path: Path, row: dict[str, str]) -> WindowTimes:
 
 def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float]:
     try:
-        values = [float(text) for text in (row.get(column) or "").split()]
+        values = [float(item) for item in (row.get(column) or "").split()]
     except ValueError:
         values = [-1.0]
     if not all(math.isfinite(v) and v > 0 for v in values):
@@ -310,17 +213,28 @@ def parse_step_times(path: Path, row: dict[str, str], column: str) -> list[float
     return values
 
 
+def read_run_csv(path: Path) -> pd.DataFrame:
+    """A run's results CSV through the results layer: a typed DataFrame of every row, checked
+    (ResultsError, which is GateDataError, names the file and the problem)."""
+    frame = results.read_results(path, REQUIRED_COLUMNS)
+    if frame.empty and not path.read_text().strip():  # the layer reads an empty file as no rows
+        raise GateDataError(f"{path} is empty")
+    return frame
+
+
 def read_run_dir(run_dir: Path) -> list[Times]:
-    rows, _ = read_results_csv(run_dir / "results.csv")
-    return [(row, steady_times(run_dir, row)) for row in latest_per_cell(rows)]
+    """Each cell's final row (bench.results.latest_per_cell) as typed values, and its windows.
+    A baseline file, which pools runs, keeps every row instead (read_baseline_csv)."""
+    frame = results.latest_per_cell(read_run_csv(run_dir / "results.csv"))
+    return [(row, steady_times(run_dir, row)) for row in results.records(frame)]
 
 
-def steady_times(run_dir: Path, row: dict[str, str]) -> WindowTimes:
+def steady_times(run_dir: Path, row: dict[str, object]) -> WindowTimes:
     """The cell's steady windows (none for a row that is not ok; no CPU times from windows
     written before schema 2, no probe times from windows written before the probe)."""
-    if row["status"] != "ok":
+    if text(row.get("status")) != "ok":
         return WindowTimes([])
-    path = run_dir / "cells" / row["cell_id"] / "windows.csv"
+    path = run_dir / "cells" / text(row.get("cell_id")) / "windows.csv"
     try:
         steady = [w for w in read_rows(path) if w["phase"] == "steady"]
         wall = [float(w["seconds"]) * 1e3 / int(w["steps"]) for w in steady]
@@ -387,77 +301,3 @@ def read_pytest_benchmark(path: Path) -> list[Times]:
             raise GateDataError(f"{path}: benchmark {name} has non-numeric probe_ms") from None
         rows.append((row, WindowTimes(step_ms, [], probe)))  # wall clock only: no CPU times
     return rows
-
-
-# ---------------------------------------------------------------------------- writing
-
-
-def write_baseline(run_dirs: list[Path], out: Path) -> list[dict[str, str]]:
-    """One baseline file from run directories: their rows plus each row's steady window times.
-
-    Refuses rows that a baseline must not hold: failed (and the like; skipped rows are kept, so
-    the gate knows the configuration was expected to skip) and rows made under test hooks."""
-    rows = []
-    for run_dir in run_dirs:
-        if not (run_dir / "results.csv").is_file():
-            raise GateDataError(f"{run_dir} is not a run directory (it has no results.csv)")
-        for row, times in read_run_dir(run_dir):
-            if row["status"] not in ("ok", "skipped"):
-                raise GateDataError(
-                    f"{run_dir}: cell {row['cell_id']} is {row['status']}; a baseline is made "
-                    "from clean runs only (rerun it: bench run --resume RUN_DIR --retry-failed)"
-                )
-            if row.get("test_hooks"):
-                raise GateDataError(
-                    f"{run_dir}: cell {row['cell_id']} ran under test-only hooks "
-                    f"({row['test_hooks']}); its numbers are not real"
-                )
-            rows.append(
-                {column: row.get(column) or "" for column in COLUMNS}
-                | {STEP_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.wall)}
-                | {CPU_TIMES_COLUMN: " ".join(f"{value:.6g}" for value in times.cpu)}
-                | {PROBE_COLUMN: " ".join(f"{value:.6g}" for value in times.probe)}
-            )
-    if not rows:
-        raise GateDataError("the run directories hold no rows")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=BASELINE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    temporary = out.with_name(f".{out.name}.tmp")
-    temporary.write_text(buffer.getvalue())
-    temporary.replace(out)
-    return rows
-
-
-def command_baseline(args: argparse.Namespace) -> int:
-    try:
-        rows = write_baseline([Path(p) for p in args.run_dirs], Path(args.out))
-    except GateDataError as error:
-        print(f"bench: error: {error}", file=sys.stderr)
-        return 2
-    for row in rows:
-        windows = len(row[STEP_TIMES_COLUMN].split())
-        accuracy = (
-            format_value(float(row["final_test_accuracy"])) if row["final_test_accuracy"] else "-"
-        )
-        print(
-            f"{row['cell_id']:<48} {row['status']:<8} {windows:>4} steady windows  acc {accuracy}"
-        )
-    print(json.dumps({"baseline": args.out, "rows": len(rows), "runs": len(args.run_dirs)}))
-    return 0
-
-
-def add_parser(commands) -> None:
-    parser = commands.add_parser(
-        "baseline",
-        help="write a baseline file for `bench gate` from run directories",
-        description="Write a baseline file for `bench gate`: the rows of the run directories "
-        "and each row's steady per-step window times (several runs are pooled by the gate).",
-    )
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories to pool")
-    parser.add_argument(
-        "--out", required=True, help="baseline CSV to write, e.g. results/baselines/cpu-quick.csv"
-    )
-    parser.set_defaults(handler=command_baseline)
