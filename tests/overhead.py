@@ -10,7 +10,7 @@ For each backend and mode, on the MNIST CNN (batch 64, synthetic data of MNIST's
            the same length ended by a device sync, median over windows
 Both run in a fresh process with the same environment; they alternate, three times each, and the best
 median of each side is compared (the best is the least disturbed by a busy machine). The table
-printed at the end is what the README's overhead section quotes. Nothing here is asserted: it is
+printed at the end is what docs/MEASUREMENTS.md's overhead section quotes. Nothing here is asserted: it is
 a measurement.
 
 The bare loops, one per framework, are the `bare_*` functions below; `--bare` runs one alone.
