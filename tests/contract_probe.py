@@ -56,6 +56,28 @@ def untrained(name: str, task_name: str) -> dict:
     }
 
 
+def first_step(name: str, task_name: str) -> dict:
+    """One step on the task's first permuted batch: its loss is that batch's, the weights move;
+    then an evaluation."""
+    backend, task, weights, data = make(name, task_name)
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    backend.begin_epoch(permutation)
+    batch = permutation[: task.batch_size]
+    expected = softmax_cross_entropy(
+        forward(task.layers, weights, data.x_train[batch]), data.y_train[batch]
+    )
+    loss = backend.run_steps(0, 1)
+    first_key = next(iter(weights))
+    accuracy, eval_loss = backend.evaluate()
+    return {
+        "loss": loss,
+        "expected_loss": float(expected),
+        "weights_moved": not np.array_equal(backend.get_weights()[first_key], weights[first_key]),
+        "accuracy": accuracy,
+        "eval_loss": eval_loss,
+    }
+
+
 def training(name: str) -> dict:
     """The first step's loss is the permuted batch's; training lowers the loss; evaluation."""
     backend, task, weights, data = make(name, "mnist_cnn")
@@ -109,6 +131,7 @@ def main(name: str) -> dict:
         "framework": default.framework,
         "default_mode": default.mode,
         "tasks": {task: untrained(name, task) for task in TASKS},
+        "first_steps": {task: first_step(name, task) for task in TASKS},
         "training": training(name),
         "tf32_on_cpu": refusal(name, precision="tf32"),
         "cuda_without_gpu": refusal(name, device="cuda"),

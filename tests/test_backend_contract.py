@@ -61,6 +61,15 @@ def test_every_task_builds_from_the_canonical_weights_and_matches_numpy(contract
     assert result["mode"] == probe["default_mode"]
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_trains_its_first_permuted_batch_and_evaluates(contract, task):
+    _, probe = contract
+    step = probe["first_steps"][task]
+    assert step["loss"] == pytest.approx(step["expected_loss"], rel=1e-4)
+    assert step["weights_moved"]
+    assert 0.0 <= step["accuracy"] <= 1.0 and np.isfinite(step["eval_loss"])
+
+
 def test_the_first_step_trains_the_permuted_batch_and_training_lowers_the_loss(contract):
     _, probe = contract
     training = probe["training"]
