@@ -12,16 +12,9 @@ An LSTM is a lax.scan over the timesteps (LastHidden), on every device and in ev
 JAX cannot reset its allocator's peak (`peak_bytes_in_use`): it counts from the process start,
 so it covers setup too, which stages one copy of the data and stays below training's peak.
 
-Why linen, not nnx (measured here, MNIST CNN, Adam, jax 0.10.2 / flax 0.12.8, CPU fp32, 2 cores,
-jitted and donated; best of 5 runs of 300 steps at batch 64, 1000 steps at batch 1):
-                                            batch 64      batch 1 (mostly per-step overhead)
-  linen, jax.jit(train_step)                25.2 ms/step  0.354 ms/step
-  nnx split/merge inside jax.jit            25.7 ms/step  0.348 ms/step
-  nnx.jit + nnx.Optimizer                   26.3 ms/step  0.766 ms/step
-  nnx.jit + nnx.cached_partial              25.7 ms/step  0.394 ms/step
-nnx.jit walks the object graph in Python on every call (+0.4 ms/step); nnx only matches linen
-once reduced to linen's shape (a pure function of a parameter pytree). linen gives that shape
-directly, and its parameter dict maps one to one onto the canonical weight names.
+Why linen, not nnx: measured, nnx.jit walks the object graph in Python on every call (+0.4
+ms/step); nnx only matches linen once reduced to linen's shape (a pure function of a parameter
+pytree), which linen gives directly (docs/MEASUREMENTS.md, "linen or nnx").
 """
 
 from __future__ import annotations

@@ -25,12 +25,7 @@ def worker_environment(config: RunConfig, base: dict[str, str] | None = None) ->
             "PYTHONHASHSEED": str(config.seed),
             "PYTHONUNBUFFERED": "1",
             # glibc malloc: fixed thresholds, at the values its own dynamic adjustment reaches in
-            # a long run. With the dynamic default, every buffer over 128 KiB is mmap'ed and
-            # unmapped again (a page fault per page, every step) until the process first frees
-            # a large block; in a torch run that is the first evaluation, so the whole first
-            # epoch ran ~35% slower than the next (measured: MNIST CNN, 1 thread, 17.8 vs 13.0
-            # ms per step; 12.2 vs 12.8 with these), and short runs measured mostly page faults,
-            # whose cost on a shared VM varies from run to run. Same for every backend.
+            # a long run, the same for every backend (why, measured: results/SCHEMA.md)
             "MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD),
             "MALLOC_TRIM_THRESHOLD_": str(2 * MALLOC_MMAP_THRESHOLD),
         }
