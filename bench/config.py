@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from backends import BACKENDS
 from bench.results import empty_row
+from bench.results.schema import TEXT_COLUMNS
 from bench.tasks import TASKS
 
 DEVICES = ("cpu", "cuda")
@@ -81,6 +83,14 @@ class RunConfig:
         return "-".join(parts)
 
 
+def fits_column(column: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if column in TEXT_COLUMNS:
+        return isinstance(value, str | int | float)
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class InvalidCell:
     """A matrix entry that is not a valid RunConfig: it gets a `failed` row, the rest goes on."""
@@ -96,8 +106,9 @@ class InvalidCell:
         return "-".join(parts + [f"s{self.raw.get('seed', 0)}", "invalid"])
 
     def row(self) -> dict:
+        """A failed row with what the entry says, where it fits the column: a text column takes
+        any scalar, a number column a number only (a "big" batch size stays empty)."""
         row = empty_row()
-        known = {k: v for k, v in self.raw.items() if k in row and isinstance(v, str | int | float)}
-        row.update(known)
+        row.update({k: v for k, v in self.raw.items() if k in row and fits_column(k, v)})
         row.update(cell_id=self.cell_id, status="failed", error=f"invalid run: {self.error}")
         return row

@@ -172,3 +172,20 @@ def test_an_interrupted_matrix_keeps_finished_rows(tmp_path):
     assert runner.returncode == 130
     assert "resume with: bench run --resume" in err
     assert [r["status"] for r in read_rows(results)] == ["ok"]
+
+
+def test_an_entry_with_a_non_number_where_a_number_goes_gets_its_failed_row(tmp_path):
+    """The invalid entry's row keeps its text fields and leaves a "big" batch size empty, so the
+    typed results reader can read it back: the matrix ends with exit 1, not a data error."""
+    entries = [cell("mnist_cnn", 0), cell("mnist_cnn", 1, batch_size="big")]
+    matrix = tmp_path / "matrix.json"
+    matrix.write_text(json.dumps(entries))
+    runner = bench("run", "--matrix", str(matrix), "--out", str(tmp_path), "--run-id", "m")
+    out, err = runner.communicate(timeout=300)
+    assert runner.returncode == 1, err
+    rows = read_rows(tmp_path / "m" / "results.csv")
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert len(rows) == 2 and len(failed) == 1
+    assert failed[0]["batch_size"] == "" and failed[0]["task"] == "mnist_cnn"
+    assert failed[0]["error"].startswith("invalid run:")
+    assert "invalid run" in (tmp_path / "m" / "results.md").read_text()
