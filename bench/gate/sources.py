@@ -20,7 +20,6 @@ reads both with bench.results.text and bench.results.number.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import sys
@@ -38,6 +37,7 @@ from bench.gate.sides import (
     WindowTimes,
 )
 from bench.results import COLUMNS, READABLE_SCHEMA_VERSIONS, read_rows, text
+from bench.results.files import first_line, read_text, split_lines
 
 STEP_TIMES_COLUMN = "steady_step_ms"  # the columns a baseline file adds to the results'
 CPU_TIMES_COLUMN = "steady_cpu_step_ms"  # empty where the windows have no CPU time (schema 1)
@@ -117,39 +117,18 @@ def csv_header(path: Path) -> list[str]:
 
 
 def read_baseline_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
-    """The rows of a baseline file (or of any CSV given that is not a run's), as text, checked
-    here rather than by the results layer, with the messages that say how to remake a
-    baseline: shape, schema version, the numbers the gate reads."""
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise GateDataError(f"{path} is not a text CSV file") from None
-    except OSError as error:
-        raise GateDataError(f"cannot read {path}: {error.strerror or error}") from None
-    if not text.strip():
+    """The rows of a baseline file (or of any CSV given that is not a run's), as text: split into
+    lines by the results layer (bench.results.files), checked here with the messages that say
+    how to remake a baseline: shape, schema version, the numbers the gate reads."""
+    content = read_text(path)
+    if not content.strip():
         raise GateDataError(f"{path} is empty")
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
-    try:
-        fields = list(reader.fieldnames or [])
-        if "schema_version" not in fields:
-            raise GateDataError(
-                f"{path} is not a bench results or baseline CSV: it has no schema_version column"
-            )
-        missing = [column for column in REQUIRED_COLUMNS if column not in fields]
-        if missing:
-            raise GateDataError(f"{path} lacks the columns {', '.join(missing)}")
-        rows = []
-        for row in reader:
-            if None in row or None in row.values():
-                found = sum(v is not None for k, v in row.items() if k is not None)
-                found += len(row.get(None) or [])  # type: ignore[call-overload]
-                raise GateDataError(
-                    f"{path}, line {reader.line_num}: {found} fields where the header has "
-                    f"{len(fields)}: a malformed CSV"
-                )
-            rows.append(row)
-    except csv.Error as error:
-        raise GateDataError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from None
+    if "schema_version" not in first_line(path, content):
+        raise GateDataError(
+            f"{path} is not a bench results or baseline CSV: it has no schema_version column"
+        )
+    fields, lines = split_lines(path, content, REQUIRED_COLUMNS)
+    rows = [dict(zip(fields, line)) for line in lines]
     check_versions(path, rows)
     for row in rows:
         check_numbers(path, row)

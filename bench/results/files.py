@@ -15,6 +15,7 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -148,3 +149,50 @@ def environment(command: list[str]) -> dict[str, object]:
 
 def write_environment(run_dir: Path, command: list[str]) -> None:
     write_atomic(run_dir / "env.json", json.dumps(environment(command), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- reading CSV text
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path} is not a text CSV file") from None
+    except OSError as error:
+        raise ResultsError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def first_line(path: Path, content: str) -> list[str]:
+    """The header's fields (a CSV text's first line)."""
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+    try:
+        return next(reader, [])
+    except csv.Error as error:
+        raise ResultsError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from None
+
+
+def split_lines(
+    path: Path, content: str, required: Sequence[str]
+) -> tuple[list[str], list[list[str]]]:
+    """A CSV text's header (which must hold the `required` columns) and its lines, each as
+    long as the header; blank lines are skipped, as csv.DictReader skips them."""
+    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+    try:
+        header = next(reader)
+        missing = [name for name in required if name not in header]
+        if missing:
+            raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
+        lines = []
+        for line in reader:
+            if not line:
+                continue
+            if len(line) != len(header):
+                raise ResultsError(
+                    f"{path}, line {reader.line_num}: {len(line)} fields where the header has "
+                    f"{len(header)}: a malformed CSV"
+                )
+            lines.append(line)
+    except csv.Error as error:
+        raise ResultsError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from None
+    return header, lines

@@ -12,8 +12,6 @@ as float64; an empty cell is NA in all three.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -23,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.results.files import first_line, read_text, split_lines
 from bench.results.schema import (
     COLUMNS,
     INTEGER_COLUMNS,
@@ -61,35 +60,13 @@ def read_results(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> pd.D
 
 def read_lines(path: Path, required: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """The header and the lines of a CSV file, each line as long as the header."""
-    try:
-        content = path.read_text()
-    except UnicodeDecodeError:
-        raise ResultsError(f"{path} is not a text CSV file") from None
-    except OSError as error:
-        raise ResultsError(f"cannot read {path}: {error.strerror or error}") from None
+    content = read_text(path)
     if not content.strip():
         return list(COLUMNS), []
-    reader = csv.reader(io.StringIO(content, newline=""), strict=True)
-    try:
-        header = next(reader)
-        if "schema_version" not in header:
-            raise ResultsError(f"{path} has no schema_version column: not a bench results file")
-        missing = [name for name in required if name not in header]
-        if missing:
-            raise ResultsError(f"{path} lacks the columns {', '.join(missing)}")
-        lines = []
-        for line in reader:
-            if not line:
-                continue  # a blank line (csv.DictReader skips them too)
-            if len(line) != len(header):
-                raise ResultsError(
-                    f"{path}, line {reader.line_num}: {len(line)} fields where the header has "
-                    f"{len(header)}: a malformed CSV"
-                )
-            lines.append(line)
-    except csv.Error as error:
-        raise ResultsError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from None
-    return header, lines
+    header = first_line(path, content)
+    if "schema_version" not in header:
+        raise ResultsError(f"{path} has no schema_version column: not a bench results file")
+    return split_lines(path, content, required)
 
 
 def check_versions(path: Path, versions: pd.Series) -> None:
