@@ -331,6 +331,8 @@ class KerasBackend(BackendBase):
         self.mechanism = self.describe(jit_compile)
         resident = self.support.resident  # one copy of each split on the device
         self.model.resident = Resident(resident(data.x_train), resident(data.y_train))
+        # the test split staged like every backend's; evaluate compares predict's logits with
+        # the labels on the host, so those stay there too
         self.x_test, self.y_test = resident(data.x_test), resident(data.y_test)
         self.test_labels = data.y_test
 

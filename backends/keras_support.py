@@ -5,6 +5,8 @@ LSTM kernel Keras runs on each (see backends/keras_backend.py's docstring).
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
@@ -135,13 +137,10 @@ class JaxSupport:
         return self.gathers[batch]
 
     def fit_input(self, model, order, first_step: int, num_steps: int, batch: int) -> dict:
-        gather, x, y = self.gather(batch), model.resident.x, model.resident.y
-
-        def batches():
-            for step in range(first_step, first_step + num_steps):
-                yield gather(x, y, order, step * batch)
-
-        return {"x": batches(), "steps_per_epoch": num_steps}
+        gather = self.gather(batch)
+        return device_batches(
+            lambda x, y, start: gather(x, y, order, start), model, first_step, num_steps, batch
+        )
 
 
 class TorchSupport:
@@ -180,14 +179,23 @@ class TorchSupport:
         return ops.convert_to_tensor(array)  # on Keras' device, one copy
 
     def fit_input(self, model, order, first_step: int, num_steps: int, batch: int) -> dict:
-        x, y = model.resident.x, model.resident.y
+        def gather(x, y, start: int):  # a slice of the device permutation is a view: no copy
+            index = order[start : start + batch]
+            return x[index], y[index]
 
-        def batches():  # a slice of the device permutation is a view: no copy, no sync
-            for step in range(first_step, first_step + num_steps):
-                index = order[step * batch : (step + 1) * batch]
-                yield x[index], y[index]
+        return device_batches(gather, model, first_step, num_steps, batch)
 
-        return {"x": batches(), "steps_per_epoch": num_steps}
+
+def device_batches(gather, model, first_step: int, num_steps: int, batch: int) -> dict:
+    """fit's input on JAX and torch: a generator of the window's batches, each gathered on the
+    device by `gather(x, y, start)` from the resident split when Keras asks for it."""
+    x, y = model.resident.x, model.resident.y
+
+    def batches():
+        for step in range(first_step, first_step + num_steps):
+            yield gather(x, y, step * batch)
+
+    return {"x": batches(), "steps_per_epoch": num_steps}
 
 
 FRAMEWORK_SUPPORT = {"tensorflow": TensorflowSupport, "jax": JaxSupport, "torch": TorchSupport}
@@ -223,6 +231,7 @@ CUDNN_LSTM = {
 }
 
 
+@functools.cache  # describe() asks at construction and again after compile
 def torch_cudnn_lstm_runs(dtype: str) -> bool:
     """Whether Keras' torch cuDNN LSTM runs in `dtype` here: Keras falls back to its loop on
     any error without a word, so the harness tries it once on a tiny batch."""
