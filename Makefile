@@ -4,6 +4,10 @@
 # make lint    ruff check + ruff format --check
 # make gate    regression gate: a run (CURRENT, default the newest under results/) against a
 #              baseline (BASELINE, default the committed CPU quick-suite one); exit 1 on regression
+# make gate-ab  step time: this checkout against git revision BASE (default: the one named in
+#              results/baselines/ab-base), interleaved on this machine; accuracy and status:
+#              CURRENT against BASELINE as make gate judges them
+# make compare ARMS="backend=torch backend=jax" TASKS=mnist_cnn   arms interleaved (bench compare)
 # make baseline RUN=results/<run-id>   write BASELINE from a run (refresh a baseline)
 # make bench-pytest  pytest-benchmark step-time benchmarks, each backend in its own process
 # make gpu-check  the GPU check (one device session, < 8 min): source .gpu/setup.sh && make gpu-check NOVENV=1 PYTHON=python3
@@ -44,7 +48,7 @@ else
 PY := $(VENV)/bin/python
 endif
 
-.PHONY: venv bench test test-slow test-gate-proof test-gpu lint format clean report overhead gate baseline bench-pytest
+.PHONY: venv bench test test-slow test-gate-proof test-gpu lint format clean report overhead gate gate-ab compare baseline bench-pytest
 
 venv: $(STAMP)
 
@@ -67,6 +71,19 @@ report: venv
 # make gate  CURRENT: run directories, a folder of them (its newest) or pytest-benchmark JSON
 gate: venv
 	$(PY) -m bench gate --baseline $(BASELINE) --current $(CURRENT) $(GATE_ARGS)
+
+# The A/B base: the first word of results/baselines/ab-base's first non-comment line.
+BASE ?= $(shell sed -n '/^[0-9a-f]/{s/[^0-9a-f].*//p;q}' results/baselines/ab-base 2>/dev/null)
+ARMS ?=
+COMPARE_ARGS ?=
+
+gate-ab: venv
+	@test -n "$(BASE)" || { echo "usage: make gate-ab BASE=<git revision>" >&2; exit 2; }
+	$(PY) -m bench gate --ab $(BASE) --baseline $(BASELINE) --current $(CURRENT) $(GATE_ARGS)
+
+compare: venv
+	@test -n "$(ARMS)" -a -n "$(TASKS)" || { echo 'usage: make compare TASKS=mnist_cnn ARMS="backend=torch backend=jax" [BACKENDS=...]' >&2; exit 2; }
+	$(PY) -m bench compare --tasks $(TASKS) $(if $(BACKENDS),--backends $(BACKENDS)) --arms $(ARMS) $(COMPARE_ARGS)
 
 baseline: venv
 	@test -n "$(RUN)" || { echo "usage: make baseline RUN=results/<run-id> [BASELINE=$(BASELINE)]" >&2; exit 2; }

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends import BACKENDS, missing_modules
-from bench import gate, report
+from bench import compare, gate, report
 from bench.config import DATA_KINDS, DEVICES, MODES, PRECISIONS, RunConfig, UsageError, check_choice
 from bench.gate import baseline
 from bench.metrics import nvml_devices
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         handler=command_env
     )
     report.add_parser(commands)
+    compare.add_parser(commands)
     gate.add_parser(commands)
     baseline.add_parser(commands)
     return parser

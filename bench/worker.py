@@ -44,6 +44,10 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
+class TooFewWindows(Exception):
+    """The schedule leaves no steady window: a row with an empty step time is never `ok`."""
+
+
 class Progress:
     """JSON lines to the runner on a pipe of its own (frameworks may print on stdout)."""
 
@@ -136,6 +140,26 @@ class Run:
         row["window_steps"] = self.backend.window_steps
         self.nvml.sample()
         self.backend.reset_memory_peak()
+
+    def check_schedule(self) -> None:
+        """Fail before training when the planned windows leave no steady one (after the first
+        dispatch and the warm-up windows): such a run could only write an empty step time."""
+        seen: set[int] = set()
+        phases = [
+            window_phase(index, steps, seen, self.config.warmup_windows)
+            for index, (_, steps) in enumerate(
+                window for epoch in range(self.epochs) for window in self.plan(epoch)
+            )
+        ]
+        if "steady" not in phases:
+            total = self.epochs * self.steps_per_epoch
+            raise TooFewWindows(
+                f"no steady window: {self.epochs} epoch(s) of {self.steps_per_epoch} steps in "
+                f"windows of {self.backend.window_steps} make {len(phases)} windows, all of them "
+                f"the first dispatch or warm-up ({self.config.warmup_windows} warm-up windows); "
+                f"train more steps ({total} now: --epochs, --train-limit) or pass a smaller "
+                "--window-steps"
+            )
 
     def plan(self, epoch: int) -> list[tuple[int, int]]:
         """The epoch's windows; the first of the run is the first dispatch (the compile)."""
@@ -230,6 +254,7 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     job = Run(config, out_dir, row, progress)
     job.load()
     job.setup()
+    job.check_schedule()
     probe = Probe()
     for epoch in range(job.epochs):
         losses = job.train_epoch(epoch, probe)
@@ -318,11 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         run(config, args.out, row, Progress(args.progress_fd))
+        if row["step_time_median_ms"] is None:  # the schedule check should have said so
+            raise TooFewWindows("the run timed no steady window, so it has no step time")
         row["status"] = "ok"
     except Unsupported as error:
         row.update(status="skipped", error=str(error))
     except Diverged as error:
         row.update(status="diverged", error=str(error))
+    except TooFewWindows as error:
+        row.update(status="failed", error=str(error))
     except BaseException as error:  # noqa: BLE001 - every failure becomes a row
         traceback.print_exc()
         message = f"{type(error).__name__}: {error}"

@@ -147,6 +147,20 @@ def test_unsupported_mode_is_a_skipped_row(tmp_path):
     assert row["status"] == "skipped" and "no CUDA graphs on cpu" in row["error"]
 
 
+def test_a_schedule_without_a_steady_window_fails_with_the_reason(tmp_path):
+    # 4 steps in windows of 2: the first dispatch, then warm-up windows only; never `ok` with an
+    # empty step time
+    result = bench(
+        "run", "--tasks", "mnist_cnn", "--backends", "torch", "--data", "synthetic",
+        "--train-limit", "256", "--test-limit", "64", "--epochs", "1", "--window-steps", "2",
+        "--warmup-windows", "2", "--threads", "1", "--out", str(tmp_path), "--run-id", "few",
+    )  # fmt: skip
+    assert result.returncode == 1
+    (row,) = read_rows(tmp_path / "few" / "results.csv")
+    assert row["status"] == "failed" and row["error"].startswith("no steady window: 1 epoch(s)")
+    assert "--window-steps" in row["error"] and row["step_time_median_ms"] == ""
+
+
 def test_schema_md_documents_every_column_and_status():
     schema = (ROOT / "results" / "SCHEMA.md").read_text()
     for column in COLUMNS:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
+from bench.config import UsageError
+from bench.gate.ab import add_options as add_ab_options
+from bench.gate.ab import command_gate_ab
 from bench.gate.output import markdown_report, summary_json, text_report
 from bench.gate.sides import GateDataError
 from bench.gate.sources import load_side
@@ -15,6 +19,26 @@ from bench.gate.tolerances import CONFIDENCE, DEFAULT_TOLERANCES, SUITE_MIN_ROWS
 
 
 def command_gate(args: argparse.Namespace) -> int:
+    if args.ab:
+        return command_gate_ab(args, judge_run)
+    if not args.baseline or not args.current:
+        raise UsageError("bench gate needs --baseline and --current (or --ab REV)")
+    return judge_run(args, step_time=True)
+
+
+def judge_run(args: argparse.Namespace, step_time: bool) -> int:
+    """A run against a baseline; `step_time` False: accuracy and status only (bench gate --ab
+    judges speed interleaved), every step-time allowance infinite."""
+    overrides = {
+        name: getattr(args, name)
+        for name, _, _ in TOLERANCE_OPTIONS
+        if getattr(args, name) is not None
+    }
+    if not step_time:
+        overrides.update(
+            {name: math.inf for name, _, _ in TOLERANCE_OPTIONS if name != "accuracy_drop"}
+        )
+        print("bench gate: accuracy and status against the baseline (step time: the A/B below)")
     try:
         baseline = load_side("baseline", args.baseline)
         current = load_side("current", args.current)
@@ -24,11 +48,7 @@ def command_gate(args: argparse.Namespace) -> int:
     result = judge(
         baseline,
         current,
-        overrides={
-            name: getattr(args, name)
-            for name, _, _ in TOLERANCE_OPTIONS
-            if getattr(args, name) is not None
-        },
+        overrides=overrides,
         confidence=args.confidence,
         normalize=args.normalize,
         metric=args.metric,
@@ -109,11 +129,11 @@ def add_parser(commands) -> None:
         description=package.__doc__.splitlines()[0],
     )
     parser.add_argument(
-        "--baseline", nargs="+", action="extend", required=True, metavar="PATH",
+        "--baseline", nargs="+", action="extend", default=[], metavar="PATH",
         help="baseline file(s) (bench baseline), run directories or pytest-benchmark JSON",
     )  # fmt: skip
     parser.add_argument(
-        "--current", nargs="+", action="extend", required=True, metavar="PATH",
+        "--current", nargs="+", action="extend", default=[], metavar="PATH",
         help="run directory (a folder of runs: its newest), results CSV or pytest-benchmark JSON",
     )  # fmt: skip
     for name, flag, help_text in TOLERANCE_OPTIONS:
@@ -139,6 +159,7 @@ def add_parser(commands) -> None:
         help="rows on one side only are reported but are not an error (exit 2)",
     )  # fmt: skip
     parser.add_argument("--summary", default=None, help="also append the markdown summary here")
+    add_ab_options(parser)
     parser.set_defaults(handler=command_gate)
 
 

@@ -1,0 +1,211 @@
+"""bench compare: arms, block orders, the statistics, and the serving worker it drives.
+
+The statistics are checked on synthetic windows with known ratios; the serving worker and the
+coordinator on the torch backend with a tiny synthetic MNIST (seconds). A speed is never
+asserted: the end-to-end check injects a 2x slowdown into one arm (the test hook) and asserts
+that it reached that arm alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.compare import analysis
+from bench.compare.arms import ROOT, Arm, arm_names, checkout, parse_arm
+from bench.compare.schedule import Plan, RowRecord, block_order, cpu_sets, window_steps_for
+from bench.compare.session import ArmFailed, ArmProcess, config_fields
+from bench.config import RunConfig, UsageError
+from bench.hooks import SLOWDOWN_VARIABLE
+
+
+def test_parse_arm_keys_and_errors():
+    arm = parse_arm("rev=HEAD~1,backend=jax,threads=2,slowdown=0.05")
+    assert arm.rev == "HEAD~1"
+    assert arm.settings == {"backend": "jax", "threads": 2}
+    assert arm.env == {SLOWDOWN_VARIABLE: "0.05"}
+    assert parse_arm(".") == Arm(spec="")
+    for bad in ("colour=red", "threads=two", "backend", "slowdown=-1"):
+        with pytest.raises(UsageError):
+            parse_arm(bad)
+
+
+def test_arm_names_say_what_differs():
+    assert arm_names([parse_arm("backend=torch"), parse_arm("backend=jax")]) == ["torch", "jax"]
+    assert arm_names([parse_arm("rev=abc"), parse_arm(".")]) == ["abc", "this checkout"]
+    assert arm_names([parse_arm("."), parse_arm(".")]) == ["this checkout #1", "this checkout #2"]
+    names = arm_names([parse_arm("."), parse_arm("slowdown=0.1")])
+    assert names == ["no slowdown", "slowdown 0.1"]
+
+
+def test_blocks_are_balanced_and_both_orders_occur():
+    rng = np.random.default_rng(0)
+    orders = [tuple(block_order(rng, 2)) for _ in range(200)]
+    assert set(orders) == {(0, 1, 1, 0), (1, 0, 0, 1)}
+    assert 60 < orders.count((0, 1, 1, 0)) < 140
+    three = block_order(rng, 3)
+    assert sorted(three[:3]) == [0, 1, 2] and three[3:] == three[:3][::-1]
+
+
+def test_window_length_is_a_common_multiple_within_an_epoch():
+    ready = [
+        {"chunk_steps": 25, "steps_per_epoch": 937},
+        {"chunk_steps": 10, "steps_per_epoch": 500},
+    ]
+    steps = window_steps_for(ready, [0.004, 0.006], 0.5)  # ~100 steps at 5 ms
+    assert steps % 50 == 0 and steps == 100
+    assert window_steps_for(ready, [1e-5, 1e-5], 0.5) == 500  # capped at the shorter epoch
+    assert window_steps_for(ready, [10.0, 10.0], 0.5) == 50  # at least one common chunk
+
+
+def test_cores_same_for_interleaved_one_each_for_duet():
+    assert cpu_sets(Plan(), 2, [0, 1]) == [[1], [1]]
+    assert cpu_sets(Plan(schedule="duet"), 2, [0, 1]) == [[0], [1]]
+    assert cpu_sets(Plan(cpus=[0, 1]), 2, [0, 1, 2]) == [[0, 1], [0, 1]]
+
+
+def synthetic_record(ratios_per_pair: list[float], noise: float, seed: int = 0, blocks: int = 8):
+    """Interleaved ABBA/BAAB windows: arm 1 takes `ratio` times arm 0's time in each pair."""
+    rng = np.random.default_rng(seed)
+    record = RowRecord("row", RunConfig(task="mnist_cnn", backend="torch"))
+    for pair, ratio in enumerate(ratios_per_pair):
+        for block in range(blocks):
+            drift = math.exp(rng.normal(0, 0.1))  # the machine's phase: both arms alike
+            for position, arm in enumerate(block_order(rng, 2)):
+                seconds = drift * (ratio if arm else 1.0) * math.exp(rng.normal(0, noise))
+                record.windows.append(
+                    {"pair": pair, "block": block, "position": position, "arm": arm,
+                     "phase": "steady", "steps": 50, "wall_s": seconds, "cpu_s": seconds}
+                )  # fmt: skip
+    return record
+
+
+def test_paired_ratio_cancels_drift_shared_by_both_arms():
+    record = synthetic_record([1.10, 1.11, 1.09, 1.10, 1.10], noise=0.01)
+    (comparison,) = analysis.compare_row(record, 2, "wall")
+    assert comparison.ratio == pytest.approx(1.10, rel=0.01)
+    assert comparison.low < 1.10 < comparison.high
+    assert len(comparison.pair_logs) == 5 and comparison.samples == 5 * 8 * 2
+    analysis.judge([comparison], alpha=0.05, floor=0.02)
+    assert comparison.verdict == "slower"
+
+
+def test_a_significant_but_tiny_difference_is_not_a_regression():
+    record = synthetic_record([1.005] * 6, noise=0.001)
+    (comparison,) = analysis.compare_row(record, 2, "wall")
+    analysis.judge([comparison], alpha=0.05, floor=0.02)
+    assert comparison.p_holm < 0.05 and comparison.verdict == "same"
+
+
+def test_the_process_pair_is_the_unit_so_a_pair_offset_is_not_a_regression():
+    # two pairs with offsets of -3% and +4%: the windows within each agree closely, so a test
+    # over pooled windows would call it; across two pairs it is noise
+    record = synthetic_record([0.97, 1.04], noise=0.002)
+    (comparison,) = analysis.compare_row(record, 2, "wall")
+    analysis.judge([comparison], alpha=0.05, floor=0.02)
+    assert comparison.verdict == "same"
+
+
+def test_faster_rows_are_reported_and_single_pairs_have_no_test():
+    faster = analysis.compare_row(synthetic_record([0.8] * 4, noise=0.01), 2, "wall")
+    one = analysis.compare_row(synthetic_record([1.3], noise=0.01), 2, "wall")
+    analysis.judge(faster + one, alpha=0.05, floor=0.02)
+    assert faster[0].verdict == "faster"
+    assert one[0].verdict == "too few pairs" and one[0].p_holm is None
+
+
+def test_holm_adjustment_matches_the_step_down_definition():
+    adjusted = analysis.holm([0.01, 0.04, 0.03, 0.2])
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 4*0.01, max(.04, 3*.03), max(.09, 2*.04), max(.09, .2)
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.2])
+
+
+def test_suite_geometric_mean_with_a_bootstrap_over_pairs():
+    rows = []
+    for index, ratio in enumerate([1.04, 1.06, 1.05]):
+        record = synthetic_record([ratio] * 4, noise=0.01, seed=index)
+        record.row = f"row{index}"
+        rows += analysis.compare_row(record, 2, "wall")
+    suite = analysis.suite(rows, 1, suite_floor=0.01)
+    assert suite.ratio == pytest.approx(1.05, rel=0.01)
+    assert suite.low < suite.ratio < suite.high and suite.verdict == "slower"
+    same = analysis.suite(
+        analysis.compare_row(synthetic_record([1.0, 1.01, 0.99], 0.01), 2, "wall") * 2, 1, 0.01
+    )
+    assert same.verdict == "same"
+
+
+def test_a_worker_of_another_revision_is_told_only_what_was_set():
+    config = RunConfig(task="mnist_cnn", backend="torch", threads=1, data="synthetic")
+    assert config_fields(config) == {
+        "task": "mnist_cnn", "backend": "torch", "threads": 1, "data": "synthetic"
+    }  # fmt: skip
+
+
+def test_this_checkout_runs_as_it_is():
+    code = checkout(None, Path("/nonexistent"))
+    assert code.path == ROOT and code.commit is None and code.serves
+
+
+# --- the serving worker, on torch ------------------------------------------------------------
+
+pytest.importorskip("torch")
+TINY = RunConfig(
+    task="mnist_cnn", backend="torch", data="synthetic", train_limit=640, threads=1,
+    window_steps=5, warmup_windows=1,
+)  # fmt: skip
+
+
+def test_serving_worker_steps_on_command_across_epochs(tmp_path):
+    process = ArmProcess(Arm(spec=""), TINY, checkout(None, tmp_path), tmp_path / "log")
+    try:
+        ready = process.wait_ready()
+        assert ready["chunk_steps"] == 5 and ready["steps_per_epoch"] == 10
+        assert ready["mode"] == "eager" and ready["compile_s"] > 0
+        assert process.pin([0])["threads"] >= 1
+        for _ in range(4):  # 10 steps each: every window after the first begins an epoch
+            window = process.window(10)
+            assert window["steps"] == 10 and window["wall_s"] > 0 and window["cpu_s"] > 0
+            assert math.isfinite(window["loss"])
+        with pytest.raises(ArmFailed, match="multiple of 5"):
+            process.window(7)
+    finally:
+        process.stop()
+    assert process.process.returncode is not None
+
+
+def test_a_worker_that_dies_is_reported_not_waited_for(tmp_path):
+    process = ArmProcess(Arm(spec=""), TINY, checkout(None, tmp_path), tmp_path / "log")
+    try:
+        process.wait_ready()
+        process.process.kill()
+        with pytest.raises(ArmFailed, match="exited"):
+            process.window(5)
+    finally:
+        process.stop()
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_injected_slowdown_reaches_its_arm_only(tmp_path):
+    out = tmp_path / "cmp"
+    command = [
+        sys.executable, "-m", "bench", "compare", "--tasks", "mnist_cnn", "--backends", "torch",
+        "--arms", ".", "slowdown=1.0", "--pairs", "2", "--round-seconds", "0.5",
+        "--window-seconds", "0.1", "--train-limit", "1280", "--window-steps", "5",
+        "--out", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    (row,) = summary["rows"]
+    assert row["arm"] == "slowdown 1.0" and row["pairs"] == 2
+    assert 1.5 < row["ratio"] < 3.0  # busy-work doubling each window of that arm only
+    for name in ("windows.csv", "compare.csv", "arms.csv", "compare.md", "compare.json"):
+        assert (out / name).is_file()
+    assert "slowdown 1.0/no slowdown step time x" in result.stdout
