@@ -48,7 +48,7 @@ else
 PY := $(VENV)/bin/python
 endif
 
-.PHONY: venv bench test test-slow test-gate-proof test-gpu lint format clean report overhead gate gate-ab compare baseline bench-pytest
+.PHONY: venv bench test test-slow test-gate-proof test-gpu lint format clean report overhead gate gate-ab gate-ab-proof compare baseline bench-pytest
 
 venv: $(STAMP)
 
@@ -80,6 +80,11 @@ COMPARE_ARGS ?=
 gate-ab: venv
 	@test -n "$(BASE)" || { echo "usage: make gate-ab BASE=<git revision>" >&2; exit 2; }
 	$(PY) -m bench gate --ab $(BASE) --baseline $(BASELINE) --current $(CURRENT) $(GATE_ARGS)
+
+# make gate-ab-proof  the A/B gate's proof (tests/ab_proof.py): RUNS gate runs each of unchanged
+#                     code, +15% and +5% injected (about 4-5 min per gate run)
+gate-ab-proof: venv
+	$(PY) tests/ab_proof.py --runs $(or $(PROOF_RUNS),10) $(if $(PROOF_KINDS),--kinds $(PROOF_KINDS))
 
 compare: venv
 	@test -n "$(ARMS)" -a -n "$(TASKS)" || { echo 'usage: make compare TASKS=mnist_cnn ARMS="backend=torch backend=jax" [BACKENDS=...]' >&2; exit 2; }

@@ -153,6 +153,43 @@ def test_this_checkout_runs_as_it_is():
     assert code.path == ROOT and code.commit is None and code.serves
 
 
+def write_comparison(folder: Path, rows: list[tuple[str, float]]) -> Path:
+    import pandas as pd
+
+    folder.mkdir(parents=True)
+    records = [
+        {"row": row, "arm": "jax", "reference": "torch", "ratio": ratio, "low": ratio * 0.97,
+         "high": ratio * 1.03, "p_holm": 0.001, "pairs": 5, "verdict": "slower"}
+        for row, ratio in rows
+    ]  # fmt: skip
+    records.append({"row": "suite", "arm": "jax", "reference": "torch", "ratio": 2.0})
+    pd.DataFrame(records).to_csv(folder / "compare.csv", index=False)
+    return folder
+
+
+def test_report_shows_interleaved_ratios_beside_the_tables(tmp_path):
+    import importlib.util
+
+    from bench import report
+
+    fixture = ROOT / "tests" / "fixtures" / "report_runs" / "make_fixture.py"
+    spec = importlib.util.spec_from_file_location("make_fixture", fixture)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run_dirs = module.build(tmp_path / "runs")
+    write_comparison(run_dirs[0] / "compare", [("mnist_cnn", 4.07)])  # inside a run
+    alone = write_comparison(tmp_path / "cmp", [("cifar10_cnn jax default", 1.5)])
+    written = report.build_report(run_dirs, tmp_path / "report", [alone])
+    markdown = written["markdown"].read_text()
+    mnist = markdown.index("## mnist_cnn")
+    ratio = markdown.index("| jax / torch | x4.070 [3.948, 4.192]")
+    assert mnist < ratio < markdown.index("\n## ", mnist + 3)  # in the task's own section
+    assert "x1.500 [1.455, 1.545]" in markdown and "suite (geometric mean)" in markdown
+    assert "x4.070 [3.948, 4.192]" in written["html"].read_text()
+    only = report.build_report([], tmp_path / "report2", [alone])  # a comparison alone
+    assert "x1.500" in only["markdown"].read_text()
+
+
 # --- the serving worker, on torch ------------------------------------------------------------
 
 pytest.importorskip("torch")

@@ -292,6 +292,37 @@ def test_the_allowance_and_confidence_are_options(base_run, tmp_path, capsys):
     assert run_gate(noisy_base, noisy, capsys=capsys)[0] == 0
 
 
+def test_ab_gate_falls_back_to_the_baseline_when_the_base_cannot_run(base_run, tmp_path, capsys):
+    slower = make_run(tmp_path / "cur", seed=2, scale=1.3)
+    code, out, _ = run_gate(base_run, slower, *QUIET, "--ab", "no-such-revision", capsys=capsys)
+    assert code == 1 and "cannot be checked out here" in out and "SLOWER" in out
+    root = subprocess.run(
+        ["git", "rev-list", "--max-parents=0", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
+    if root:  # a clone with its history: the first commit has no serving worker
+        code, out, _ = run_gate(base_run, slower, *QUIET, "--ab", root[0], capsys=capsys)
+        assert code == 1 and "predates the serving worker" in out
+    code = gate_main("--ab", "no-such-revision")
+    assert code == 2 and "needs --baseline and --current" in capsys.readouterr().err
+
+
+def test_ab_gate_judges_only_accuracy_and_status_against_the_baseline(base_run, tmp_path, capsys):
+    import argparse
+
+    from bench.gate.command import add_parser, judge_run
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    twice = make_run(tmp_path / "slow", seed=2, scale=2.0)
+    args = parser.parse_args(["gate", "--baseline", str(base_run), "--current", str(twice), *QUIET])
+    assert judge_run(args, step_time=False) == 0  # step time is the A/B's to judge
+    assert judge_run(args, step_time=True) == 1
+    worse = make_run(tmp_path / "worse", seed=2, accuracy_change=-0.05)
+    args = parser.parse_args(["gate", "--baseline", str(base_run), "--current", str(worse)])
+    assert judge_run(args, step_time=False) == 1
+    assert "accuracy and status against the baseline" in capsys.readouterr().out
+
+
 def test_too_few_windows_is_reported_not_failed(tmp_path, capsys):
     base = make_run(tmp_path / "b", windows=3)
     current = make_run(tmp_path / "c", windows=3, scale=2.0)

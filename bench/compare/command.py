@@ -97,12 +97,23 @@ def run_comparison(
             )
     names = arm_names(arms)
     cpus = available_cpus()
-    for index, (label, _) in enumerate(rows):
-        print(f"compare: row {index + 1}/{len(rows)}: {label}", file=log, flush=True)
+    estimate = len(rows) * plan.pairs * (plan.round_s + 2 * plan.window_s * (len(arms) + 2))
+    print(
+        f"compare: {len(rows)} rows x {plan.pairs} rounds x {len(arms)} arms, about "
+        f"{estimate / 60:.0f} min of measuring (setup overlaps it where a core is free)",
+        file=log,
+        flush=True,
+    )
+    labels = [label for label, _ in rows]
 
     def progress(record, pair, block):
         if block == plan.min_blocks:
-            print(f"compare:   {record.row}: round {pair + 1}/{plan.pairs}", file=log, flush=True)
+            index = labels.index(record.row) + 1
+            print(
+                f"compare: row {index}/{len(rows)} {record.row}: round {pair + 1}/{plan.pairs}",
+                file=log,
+                flush=True,
+            )
 
     records = measure_rows(rows, arms, code, plan, out / "logs", cpus, progress)
     for record in records:

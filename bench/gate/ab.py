@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from bench.compare import analysis
-from bench.compare.arms import Arm, checkout
+from bench.compare.arms import Arm, checkout, parse_arm
 from bench.compare.command import default_out, emit, run_comparison, split
 from bench.compare.schedule import Plan
 from bench.config import RunConfig, UsageError
@@ -62,18 +62,29 @@ def command_gate_ab(args: argparse.Namespace, plain_gate) -> int:
     if bool(args.baseline) != bool(args.current):
         raise UsageError("--baseline and --current go together (the accuracy judgement)")
     cache = Path(os.environ.get("BENCH_CACHE_DIR") or ".cache")
-    base = checkout(args.ab, cache, sys.stderr)
-    if not base.serves:
+    try:
+        base = checkout(args.ab, cache, sys.stderr)
+        problem = (
+            None
+            if base.serves
+            else (
+                f"revision {args.ab} ({(base.commit or '')[:12]}) predates the serving worker "
+                "(bench/serve.py), so it cannot be run interleaved"
+            )
+        )
+    except UsageError as error:  # e.g. a shallow clone without that commit
+        problem = f"revision {args.ab} cannot be checked out here ({error})"
+    if problem:
         print(
-            f"bench gate --ab: revision {args.ab} ({(base.commit or '')[:12]}) predates the serving "
-            "worker (bench/serve.py), so it cannot be run interleaved; judging step time against "
-            "the committed baseline instead",
+            f"bench gate --ab: {problem}; judging step time against the committed baseline instead"
         )
         if not has_run:
             raise UsageError("that fallback needs --baseline and --current")
         return plain_gate(args, True)
     code = plain_gate(args, False) if has_run else 0
     arms = [Arm(spec=f"rev={args.ab}", rev=args.ab), Arm(spec="")]
+    if args.ab_inject_slowdown:  # test-only: the gate's proof (tests/ab_proof.py)
+        arms[1] = parse_arm(f"slowdown={args.ab_inject_slowdown}")
     plan = Plan(pairs=args.ab_pairs, round_s=args.ab_round_seconds, seed=args.ab_seed)
     out = Path(args.ab_out) if args.ab_out else default_out("gate-ab")
     result = run_comparison(
@@ -111,3 +122,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     group.add_argument("--ab-seed", type=int, default=0, help="of the block orders")
     group.add_argument("--ab-out", default=None, help="directory for its windows and logs")
+    group.add_argument(
+        "--ab-inject-slowdown", default=None, metavar="FRACTION",
+        help="test hook: this checkout's windows take FRACTION longer (the gate's proof)",
+    )  # fmt: skip

@@ -167,4 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["gate", *(argv if argv is not None else sys.argv[1:])])
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2

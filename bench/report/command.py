@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.report.comparisons import is_comparison_only
 from bench.report.page import build_report, default_out_dir
 from bench.report.tensorboard import export_tensorboard
 from bench.results import ResultsError, find_run_dirs
@@ -54,8 +55,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def command_report(args: argparse.Namespace) -> int:
     try:
-        run_dirs = find_run_dirs(args.run_dirs)
-        written = build_report(run_dirs, args.out or default_out_dir(run_dirs))
+        paths = [Path(path) for path in args.run_dirs]
+        comparison_dirs = [path for path in paths if is_comparison_only(path)]
+        run_paths = [path for path in paths if path not in comparison_dirs]
+        run_dirs = find_run_dirs(run_paths) if run_paths else []
+        out = args.out or default_out_dir(run_dirs or comparison_dirs)
+        written = build_report(run_dirs, out, comparison_dirs)
         cells = None
         if args.tensorboard:
             cells = sum(export_tensorboard(path, args.tensorboard) for path in run_dirs)

@@ -8,6 +8,7 @@ import html
 import os
 from pathlib import Path
 
+from bench.report import comparisons as interleaved
 from bench.report.derive import ReportError, caption, group_rows
 from bench.report.loading import find_run_dirs, merge_runs
 from bench.report.plots import PLOT_DPI, PLOT_SIZE_INCHES, draw_plots
@@ -41,20 +42,38 @@ def environment_lines(run: Run) -> list[str]:
     ]
 
 
-def markdown_report(runs: list[Run], groups: list[Group], plots: dict, out_dir: Path) -> str:
+def by_task(groups: list[Group], compared: list) -> list[tuple[str, list[Group], list]]:
+    """(task, its groups, its interleaved comparison lines), tasks in the groups' order; the
+    comparisons of tasks without rows (and the suites) last, under ""."""
+    tasks = list(dict.fromkeys(group.value("task") for group in groups))
+    sections = [
+        (
+            task,
+            [g for g in groups if g.value("task") == task],
+            [c for c in compared if c.task == task],
+        )
+        for task in tasks
+    ]
+    rest = [c for c in compared if c.task not in tasks]
+    return sections + ([("", [], rest)] if rest else [])
+
+
+def markdown_report(
+    runs: list[Run], groups: list[Group], plots: dict, out_dir: Path, compared: list
+) -> str:
     lines = ["# Benchmark report", ""]
     lines += [
-        f"Runs: {'; '.join(run.description() for run in runs)}. Schema version {SCHEMA_VERSION}."
+        f"Runs: {'; '.join(run.description() for run in runs) or 'none'}. "
+        f"Schema version {SCHEMA_VERSION}."
     ]
     lines += ["", READING_GUIDE, ""]
-    task = None
-    for group in groups:
-        if group.value("task") != task:
-            task = group.value("task")
-            lines += [f"## {task}", ""]
-        lines += [f"### {group.title}", "", caption(group), "", markdown_table(group)]
-        for description, path in plots[group.key]:
-            lines += [f"![{description}]({path.relative_to(out_dir).as_posix()})", ""]
+    for task, task_groups, task_comparisons in by_task(groups, compared):
+        lines += [f"## {task or 'Other comparisons'}", ""]
+        for group in task_groups:
+            lines += [f"### {group.title}", "", caption(group), "", markdown_table(group)]
+            for description, path in plots[group.key]:
+                lines += [f"![{description}]({path.relative_to(out_dir).as_posix()})", ""]
+        lines += interleaved.markdown_section(task_comparisons, interleaved.TITLE)
     lines += ["## Environments", ""]
     for run in runs:
         lines += [f"### {run.description()}", ""]
@@ -88,24 +107,23 @@ def html_figure(description: str, path: Path) -> str:
     )
 
 
-def html_report(runs: list[Run], groups: list[Group], plots: dict) -> str:
+def html_report(runs: list[Run], groups: list[Group], plots: dict, compared: list) -> str:
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<link rel="icon" href="data:,"><title>Benchmark report</title>',
         f"<style>{HTML_STYLE}</style></head><body><h1>Benchmark report</h1>",
-        f"<p>Runs: {html.escape('; '.join(run.description() for run in runs))}. "
+        f"<p>Runs: {html.escape('; '.join(run.description() for run in runs) or 'none')}. "
         f"Schema version {SCHEMA_VERSION}.</p><p>{html.escape(READING_GUIDE)}</p>",
     ]
-    task = None
-    for group in groups:
-        if group.value("task") != task:
-            task = group.value("task")
-            parts.append(f"<h2>{html.escape(task)}</h2>")
-        parts.append(f'<section class="group"><h3>{html.escape(group.title)}</h3>')
-        parts.append(group_html_table(group))
-        figures = [html_figure(description, path) for description, path in plots[group.key]]
-        parts.append(f'<div class="figures">{"".join(figures)}</div></section>')
+    for task, task_groups, task_comparisons in by_task(groups, compared):
+        parts.append(f"<h2>{html.escape(task or 'Other comparisons')}</h2>")
+        for group in task_groups:
+            parts.append(f'<section class="group"><h3>{html.escape(group.title)}</h3>')
+            parts.append(group_html_table(group))
+            figures = [html_figure(description, path) for description, path in plots[group.key]]
+            parts.append(f'<div class="figures">{"".join(figures)}</div></section>')
+        parts.append(interleaved.html_section(task_comparisons, interleaved.TITLE))
     parts.append("<h2>Environments</h2>")
     for run in runs:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in environment_lines(run))
@@ -116,12 +134,16 @@ def html_report(runs: list[Run], groups: list[Group], plots: dict) -> str:
     return "\n".join(parts)
 
 
-def build_report(run_dirs: list[Path], out_dir: Path) -> dict:
-    """Merge the runs and write the report; returns {name: path} (plots: a list of paths)."""
-    runs = [read_run(path) for path in find_run_dirs(run_dirs)]
+def build_report(run_dirs: list[Path], out_dir: Path, comparison_dirs: list[Path] = ()) -> dict:
+    """Merge the runs and write the report, with the interleaved comparisons found in the run
+    directories and in `comparison_dirs`; returns {name: path} (plots: a list of paths)."""
+    runs = [read_run(path) for path in find_run_dirs(run_dirs)] if run_dirs else []
     rows = merge_runs(runs)
-    if not rows:
-        raise ReportError(f"no rows in {', '.join(str(run.path) for run in runs)}")
+    files = interleaved.find_comparisons([*run_dirs, *comparison_dirs])
+    compared = interleaved.read_comparisons(files)
+    if not rows and not compared:
+        sources = [str(path) for path in [*run_dirs, *comparison_dirs]]
+        raise ReportError(f"no rows and no comparison in {', '.join(sources)}")
     groups = group_rows(rows)
     out_dir = Path(out_dir)
     plots_dir = out_dir / "plots"
@@ -135,8 +157,8 @@ def build_report(run_dirs: list[Path], out_dir: Path) -> dict:
         "comparison_csv": out_dir / "comparison.csv",
         "runs_csv": out_dir / "runs.csv",
     }
-    write_atomic(written["markdown"], markdown_report(runs, groups, plots, out_dir))
-    write_atomic(written["html"], html_report(runs, groups, plots))
+    write_atomic(written["markdown"], markdown_report(runs, groups, plots, out_dir, compared))
+    write_atomic(written["html"], html_report(runs, groups, plots, compared))
     write_pivot_csv(groups, written["comparison_csv"])
     write_runs_csv(groups, written["runs_csv"])
     return written | {"plots": [path for group in groups for _, path in plots[group.key]]}
