@@ -73,7 +73,7 @@ gate: venv
 	$(PY) -m bench gate --baseline $(BASELINE) --current $(CURRENT) $(GATE_ARGS)
 
 # The A/B base: the first word of results/baselines/ab-base's first non-comment line.
-BASE ?= $(shell sed -n '/^[0-9a-f]/{s/[^0-9a-f].*//p;q}' results/baselines/ab-base 2>/dev/null)
+BASE ?= $(shell sed -n '/^[0-9a-f]/{s/[^0-9a-f].*//;p;q}' results/baselines/ab-base 2>/dev/null)
 ARMS ?=
 COMPARE_ARGS ?=
 
