@@ -40,7 +40,7 @@ class Plan:
     pairs: int = 5  # process rounds per row
     round_s: float = 40.0  # measuring time per round, setup excluded
     window_s: float = 0.5  # about this long, per window
-    min_blocks: int = 4  # per round, whatever round_s says
+    min_blocks: int = 2  # per round, whatever round_s says
     schedule: str = "interleaved"
     cpus: list[int] | None = None  # interleaved: every arm's; duet: one core per arm in turn
     seed: int = 0
