@@ -35,7 +35,9 @@ the host inside a window:
               resident tensors, inside Keras' own compiled step.
 The window's device sync (keras_support's window_loss): the last loss read from its variable to
 the host on TensorFlow (the read waits for the step's kernels), jax.block_until_ready of fit's
-whole state on JAX, torch.cuda.synchronize on a GPU under torch.
+whole state on JAX, torch.cuda.synchronize on a GPU under torch. On JAX, Keras' metric reset at
+each fit's start leaves uncommitted arrays, a new jax.jit signature and so a compilation at the
+first step of every later epoch; the model places them on the device (reset_metrics).
 
 Modes map to Keras' own compile switches (the row's `mechanism` spells out the one used and
 what Keras' default jit_compile="auto" resolves to on the machine):
@@ -134,6 +136,18 @@ class LastLossSequential(keras.Sequential):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         self.last_loss.update_state(loss)
         return loss
+
+    def reset_metrics(self) -> None:
+        """Keras' reset (fit calls it as each epoch begins); on JAX the zeros it assigns are then
+        placed on the device, as every other state array is after a step: an uncommitted array
+        is a new jax.jit signature, a compilation at the first step of every later fit."""
+        super().reset_metrics()
+        if FRAMEWORK == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            for variable in self.metrics_variables:
+                variable.assign(jax.device_put(variable.value, device))
 
 
 class GatheringSequential(LastLossSequential):

@@ -263,5 +263,17 @@ def test_every_mode_gets_steady_windows_on_a_short_epoch(probed):
         assert all(steps in (1, 24, 25) for _, _, steps, _ in result["windows"]), result
 
 
+def test_a_later_epoch_compiles_nothing_on_jax(probed):
+    """Keras' metric reset at a fit's start leaves JAX arrays uncommitted, a new jax.jit
+    signature: the model commits them, so epoch 2's windows are steady and compile nothing."""
+    backend, results = probed
+    if backend != "keras-jax":
+        pytest.skip("a JAX compilation count")
+    default = results["short_epoch"]["default"]
+    assert default["compiles"] > 0  # the count sees JAX's compilations
+    assert default["second_epoch_compiles"] == 0
+    assert [w for w in default["windows"] if w[0] == 1 and w[3] == "steady"]
+
+
 if __name__ == "__main__":
     Path(sys.argv[2]).write_text(json.dumps(probe(sys.argv[1], Path(sys.argv[3])), indent=1))
