@@ -4,24 +4,40 @@ One adapter, registered three times (keras-tensorflow, keras-jax, keras-torch): 
 KERAS_BACKEND before anything imports keras, so `keras.backend.backend()` says which one runs.
 
 How it trains and is timed: `model.compile(...)` once, then one `model.fit(..., epochs=1,
-shuffle=False, verbose=0)` per timed window (run_steps), over that window's steps of the epoch.
+shuffle=False, verbose=0)` per epoch, as a Keras user trains, whose steps the worker times in
+windows of `--window-steps` (backends/keras_windows.py). begin_epoch starts the epoch's fit on
+a thread of its own and returns once fit's start-up (data adapter, iterator, callbacks,
+train-function checks: a few ms, ~10 ms on TensorFlow, which a window of its own would carry)
+is done and a callback has parked the thread before the first step. run_steps releases it for
+the window's steps and returns when the callback, at the next window's first step
+(on_train_batch_begin, which every Keras backend calls synchronously before the step), has
+synchronized the device and read the last step's loss; the epoch's last window returns once
+fit itself has returned, so evaluation always runs after fit. An error inside fit is raised by
+the run_steps (or begin_epoch) that waits for it; a fit left parked mid-epoch (a new
+begin_epoch, or the model used for predict / evaluate / get_weights) is ended before its next
+step, and steps asked for out of order start a new fit from there (its start-up then falls in
+that window: the worker never asks for that). Why a thread: fit is the loop Keras users run,
+and its loop has no way to pause and hand control back between steps but a callback; a
+callback that only blocks keeps the steps and their order exactly fit's own.
+In fused mode (steps_per_execution = --window-steps) fit calls back once per execution, so a
+window is whole executions (the worker's fused windows are) or ends at the epoch's end.
 setup places the dataset on the device once, as one copy, and every step gathers its batch
 there from the harness's permutation, as the torch and JAX backends do; nothing goes through
 the host inside a window:
-  JAX, torch  fit gets a generator of the window's batches, each gathered on the device when
+  JAX, torch  fit gets a generator of the epoch's batches, each gathered on the device when
               Keras asks for it (one jitted gather on JAX, an index_select on torch). Keras'
               generator adapter hands device arrays through unchanged; its array adapter, given
-              device arrays, would copy them to the host (JAX: np.asarray per window) or index
+              device arrays, would copy them to the host (JAX: np.asarray per epoch) or index
               them with Python lists per step (torch's DataLoader: a blocking copy each step).
-  TensorFlow  fit gets a tf.data of the window's sample indices (tf.data runs on the host, so a
+  TensorFlow  fit gets a tf.data of the epoch's sample indices (tf.data runs on the host, so a
               dataset of the images themselves would copy them through the host every step);
               GatheringSequential.train_step gathers each step's batch on the device from the
               resident tensors, inside Keras' own compiled step.
-fit returns after it has read the epoch's logs to the host, and run_steps then reads the last
-loss as a float: the window ends with the device idle. Each fit call costs a fixed setup (data
-adapter, iterator, callbacks: a few ms, ~10 ms on TensorFlow), which a user pays once per
-epoch. So a Keras window is at least a quarter epoch (`window_steps`, WINDOWS_PER_EPOCH), which
-keeps that cost to about 1% of a window and still gives a few step-time samples per epoch.
+The window's device sync (keras_support's window_loss): the last loss read from its variable to
+the host on TensorFlow (the read waits for the step's kernels), jax.block_until_ready of fit's
+whole state on JAX, torch.cuda.synchronize on a GPU under torch. On JAX, Keras' metric reset at
+each fit's start leaves uncommitted arrays, a new jax.jit signature and so a compilation at the
+first step of every later epoch; the model places them on the device (reset_metrics).
 
 Modes map to Keras' own compile switches (the row's `mechanism` spells out the one used and
 what Keras' default jit_compile="auto" resolves to on the machine):
@@ -46,7 +62,7 @@ Adam, as the spec (torch, optax) defines it: Keras adds epsilon to sqrt(v) befor
 correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embedding's sparse
 gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
 by one, which is wrong for a token seen twice in a batch).
-The loss fit logs is a running mean over the fit call; run_steps returns the last step's own
+The loss fit logs is a running mean over the epoch; run_steps returns the last step's own
 loss, which `LastLossSequential` keeps in a one-variable metric.
 """
 
@@ -78,13 +94,12 @@ from backends.keras_support import (  # noqa: E402 - after keras' import check
     lstm_use_cudnn,
     tensor_bytes,
 )
+from backends.keras_windows import EpochFit, FitThread  # noqa: E402
 from bench import data as datasets
 from bench.config import RunConfig
 from bench.init import Weights
 from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
 from bench.tasks import TaskSpec
-
-WINDOWS_PER_EPOCH = 4  # timed windows (fit calls) per epoch, at most: see the module docstring
 
 
 class LastValue(keras.metrics.Metric):
@@ -121,6 +136,18 @@ class LastLossSequential(keras.Sequential):
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         self.last_loss.update_state(loss)
         return loss
+
+    def reset_metrics(self) -> None:
+        """Keras' reset (fit calls it as each epoch begins); on JAX the zeros it assigns are then
+        placed on the device, as every other state array is after a step: an uncommitted array
+        is a new jax.jit signature, a compilation at the first step of every later fit."""
+        super().reset_metrics()
+        if FRAMEWORK == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            for variable in self.metrics_variables:
+                variable.assign(jax.device_put(variable.value, device))
 
 
 class GatheringSequential(LastLossSequential):
@@ -308,9 +335,8 @@ class KerasBackend(BackendBase):
 
     def setup(self, weights: Weights, data: datasets.Dataset) -> None:
         task = self.task
-        steps_per_epoch = len(data.y_train) // self.batch_size
-        # One fit call per window: at least a quarter epoch, so fit's per-call cost stays small.
-        self.window_steps = max(self.config.window_steps, -(-steps_per_epoch // WINDOWS_PER_EPOCH))
+        self.epoch_fit: EpochFit | None = None  # the epoch's fit, parked between windows
+        self.fit_thread = FitThread()  # where every fit runs (keras_windows says why one)
         input_dtype = "int32" if np.issubdtype(data.x_train.dtype, np.integer) else "float32"
         inputs = keras.Input(shape=task.input_shape, dtype=input_dtype)
         use_cudnn = lstm_use_cudnn(self.config.device, self.config.precision)
@@ -344,6 +370,7 @@ class KerasBackend(BackendBase):
                 variable.assign(value)
 
     def get_weights(self) -> Weights:
+        self.end_fit()
         weights = {}
         for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
             for variable in keras_layer.weights:
@@ -352,26 +379,52 @@ class KerasBackend(BackendBase):
         return weights
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
-        """The epoch's order: on the device for JAX and torch (their steps slice it there), on
-        the host for TensorFlow (its tf.data of indices reads it)."""
+        """The epoch's order (on the device for JAX and torch, whose steps slice it there; on
+        the host for TensorFlow, whose tf.data of indices reads it), and the epoch's fit,
+        started and parked before its first step (its start-up is outside every window)."""
+        self.end_fit()
         order = permutation.astype(np.int32)
         self.order = order if FRAMEWORK == "tensorflow" else self.support.resident(order)
         self.epoch_size = len(permutation)
+        self.epoch_steps = self.epoch_size // self.batch_size
+        self.epoch_fit = self.start_fit(0)
 
-    def fit_input(self, first_step: int, num_steps: int) -> dict:
-        """What fit gets for steps [first, first + num) of the epoch (see the module docstring)."""
-        self.check_window(first_step, num_steps, self.epoch_size)
-        return self.support.fit_input(
-            self.model, self.order, first_step, num_steps, self.batch_size
-        )
+    def start_fit(self, first_step: int) -> EpochFit:
+        """A fit over steps [first, epoch's end), parked before the first (the module docstring
+        says what fit is given)."""
+        steps = self.epoch_steps - first_step
+        window = self.support.fit_input(self.model, self.order, first_step, steps, self.batch_size)
+        spe, sync = self.steps_per_execution, self.support.window_loss
+        thread, end = self.fit_thread, self.epoch_steps
+        return EpochFit(thread, self.model, window, first_step, end, spe, sync)
+
+    def end_fit(self) -> None:
+        """End a fit parked mid-epoch (its remaining steps do not run); nothing if none is."""
+        if self.epoch_fit is not None:
+            self.epoch_fit.close()
+            self.epoch_fit = None
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
-        window = self.fit_input(first_step, num_steps)
-        history = self.model.fit(**window, epochs=1, shuffle=False, verbose=0)
-        return float(history.history["last_loss"][-1])  # a host value: the device is idle
+        """Release the epoch's fit for these steps; it parks again (device synchronized, last
+        loss read) before the next window's first step, or returns after the epoch's last.
+        Steps out of the order the fit is in (skipped, repeated, after the model was used for
+        something else) end it and start a new fit from `first_step`, whose start-up then falls
+        in this window: the worker never asks for that."""
+        self.check_window(first_step, num_steps, self.epoch_size)
+        epoch_fit = self.epoch_fit
+        if epoch_fit is None or not epoch_fit.parked_before(first_step):
+            self.end_fit()
+            epoch_fit = self.epoch_fit = self.start_fit(first_step)
+        epoch_fit.check_window(first_step, num_steps)
+        try:
+            return epoch_fit.run(first_step, num_steps)
+        finally:
+            if epoch_fit.finished:  # the epoch's end, or fit raised
+                self.epoch_fit = None
 
     def logits(self, x) -> np.ndarray:
         """Keras' predict, on numpy or device tensors: float32 numpy logits (bf16 cast up)."""
+        self.end_fit()  # never beside a parked fit (JAX's state is fit's while one is)
         return np.asarray(self.model.predict(x, batch_size=EVAL_BATCH, verbose=0), np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:

@@ -73,6 +73,11 @@ class TensorflowSupport:
         with self.tf.device(self.device_scope):
             return self.tf.identity(self.tf.convert_to_tensor(array))
 
+    def window_loss(self, model) -> float:
+        """The last step's loss, read to the host: the read waits for the step's work (on a
+        GPU, for the stream every kernel of the step runs on)."""
+        return float(model.last_loss.last.numpy())
+
     def fit_input(self, model, order: np.ndarray, first_step: int, num_steps: int, batch: int):
         """fit's input: a tf.data of each step's sample indices, batched in order, with no
         tf.data background threads (on a small CPU they compete with the step's);
@@ -102,6 +107,7 @@ class JaxSupport:
         if device == "cpu" and platform == "gpu":
             raise RuntimeError("device cpu was requested but JAX runs on its GPU")
         self.gathers: dict[int, object] = {}
+        self.loss_index: tuple[object, int] | None = None  # (model, index), see last_loss_index
 
     def versions(self) -> dict[str, str]:
         import jaxlib
@@ -135,6 +141,28 @@ class JaxSupport:
 
             self.gathers[batch] = self.jax.jit(take)
         return self.gathers[batch]
+
+    def window_loss(self, model) -> float:
+        """The last step's loss with the whole state computed (block_until_ready). Inside fit the
+        state lives in fit's own `_jax_state` (Keras puts it back on the variables only when fit
+        ends, or when a callback asks: `jax_state_sync`, a copy of every variable, which this
+        avoids); after fit, on the variables."""
+        state = getattr(model, "_jax_state", None)
+        if state and not model._jax_state_synced:
+            self.jax.block_until_ready(state)
+            metrics = state["metrics_variables"]
+            return float(metrics[self.last_loss_index(model)])
+        self.jax.block_until_ready([variable.value for variable in model.variables])
+        return float(model.last_loss.last.value)
+
+    def last_loss_index(self, model) -> int:
+        """Where the last-loss variable sits in fit's metrics state (model.metrics_variables)."""
+        if self.loss_index is None or self.loss_index[0] is not model:
+            variables = model.metrics_variables
+            index = [i for i, v in enumerate(variables) if v is model.last_loss.last]
+            assert len(index) == 1, [v.path for v in variables]
+            self.loss_index = (model, index[0])
+        return self.loss_index[1]
 
     def fit_input(self, model, order, first_step: int, num_steps: int, batch: int) -> dict:
         gather = self.gather(batch)
@@ -177,6 +205,12 @@ class TorchSupport:
 
     def resident(self, array: np.ndarray):
         return ops.convert_to_tensor(array)  # on Keras' device, one copy
+
+    def window_loss(self, model) -> float:
+        """The last step's loss as a float, with every queued kernel finished on cuda."""
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return float(model.last_loss.last.value)
 
     def fit_input(self, model, order, first_step: int, num_steps: int, batch: int) -> dict:
         def gather(x, y, start: int):  # a slice of the device permutation is a view: no copy

@@ -44,11 +44,11 @@ SUITES: dict[str, Suite] = {
     # What CI gates (bench gate vs results/baselines/cpu-quick.csv), so it is built for stable
     # times: 3 epochs of 6,400 samples and 5-step windows give every run enough steady windows
     # for the step-time statistics, and enough of them in the machine's fast state for the gate
-    # to compare like with like (Keras, whose windows are quarter epochs, gets 9), and one
-    # thread per framework, because with 2 threads on a 2-core machine that anything else shares,
-    # the frameworks' thread barriers make windows 20-40x slower at random (measured on the CI
-    # machine class: torch SST-2 median 134 ms, p90 2,876 ms per step with 2 threads; 48 / 52 ms
-    # with 1). Those gates compare like with like, so they need stable numbers, not peak ones.
+    # to compare like with like, and one thread per framework, because with 2 threads on a
+    # 2-core machine that anything else shares, the frameworks' thread barriers make windows
+    # 20-40x slower at random (measured on the CI machine class: torch SST-2 median 134 ms, p90
+    # 2,876 ms per step with 2 threads; 48 / 52 ms with 1). Those gates compare like with like,
+    # so they need stable numbers, not peak ones.
     "quick": Suite(
         "a few minutes on 2 CPU cores: MNIST and SST-2, 3 epochs on a 6,400-sample subset, "
         "1 thread, 5-step windows (what CI gates; stable step times)",

@@ -3,9 +3,10 @@
     python tests/staging_probe.py BACKEND TASK PRECISION
 
 Started with the worker's environment (a Keras backend is fixed per process). It sets the
-backend up on tiny data, runs two windows with the backend's `model.fit` (Keras) watched, and
-reports: the mechanism, the resident data size against one copy of the data, whether an epoch
-copy exists, the type of every batch `fit` was handed, and the windows' losses.
+backend up on tiny data, runs one epoch in two windows with the backend's `model.fit` (Keras)
+watched, and reports: the mechanism, the resident data size against one copy of the data,
+whether an epoch copy exists, the type of every batch `fit` was handed and whether it is the
+harness's next batch (the sample indices, or the samples), and the windows' losses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -30,19 +33,36 @@ def type_name(value) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def watch_fit(model, seen: list[dict]) -> None:
-    """Wrap model.fit so that every batch it reads is recorded (type, shape) on its way in."""
+def watch_fit(model, seen: list[dict], expected: list[np.ndarray], x_train: np.ndarray) -> None:
+    """Wrap model.fit so that every batch it reads is recorded (type, shape, and whether it is
+    the epoch's next batch: `expected` holds each step's sample indices) on its way in."""
+    import keras
+
     fit = model.fit
 
     def watched(x=None, **kwargs):
-        if hasattr(x, "element_spec"):  # a tf.data.Dataset: record what it yields
+        if hasattr(x, "element_spec"):  # a tf.data.Dataset (of sample indices): what it yields
             for element in x:
-                seen.append({"types": [type_name(element)], "shape": list(element.shape)})
+                step = expected[len(seen)]
+                seen.append(
+                    {
+                        "types": [type_name(element)],
+                        "shape": list(element.shape),
+                        "in_order": bool(np.array_equal(element.numpy(), step)),
+                    }
+                )
             return fit(x=x, **kwargs)
 
         def recorded():
             for batch in x:
-                seen.append({"types": [type_name(t) for t in batch], "shape": list(batch[0].shape)})
+                samples = keras.ops.convert_to_numpy(batch[0])
+                seen.append(
+                    {
+                        "types": [type_name(t) for t in batch],
+                        "shape": list(batch[0].shape),
+                        "in_order": bool(np.array_equal(samples, x_train[expected[len(seen)]])),
+                    }
+                )
                 yield batch
 
         return fit(x=recorded(), **kwargs)
@@ -57,10 +77,13 @@ def main(backend_name: str, task_name: str, precision: str) -> dict:
     data = tiny_dataset(task, train=task.batch_size * 6)
     backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
     seen: list[dict] = []
+    permutation = epoch_permutation(0, 0, len(data.y_train))
+    batch = backend.batch_size
+    steps = [permutation[i * batch : (i + 1) * batch] for i in range(len(permutation) // batch)]
     if hasattr(backend, "model") and hasattr(backend.model, "fit"):
-        watch_fit(backend.model, seen)
-    backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
-    losses = [backend.run_steps(0, 2), backend.run_steps(2, 3)]
+        watch_fit(backend.model, seen, steps, data.x_train)
+    backend.begin_epoch(permutation)
+    losses = [backend.run_steps(0, 2), backend.run_steps(2, 4)]  # the whole epoch: 6 steps
     one_copy = sum(array.nbytes for array in (data.x_train, data.x_test))
     labels = len(data.y_train) + len(data.y_test)
     epoch_copies = [name for name in ("x_epoch", "y_epoch") if hasattr(backend, name)]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.results import COLUMNS, read_rows, read_run
+from bench.results import COLUMNS, number, read_rows, read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "report_runs" / "make_fixture.py"
@@ -219,6 +219,51 @@ def test_every_plot_is_a_valid_png_of_the_fixed_size(built):
         assert png_size(path) == (800, 450)
         with Image.open(path) as image:
             image.verify()
+
+
+def test_throughput_whiskers_of_single_window_and_rangeless_rows(run_dirs, tmp_path):
+    """A row with one steady window has p10 = median = p90; the CSV's rounding can put p10 a
+    hair above the median (a negative whisker, which matplotlib refuses); p10/p90 may be empty.
+    The report draws them all: whiskers clipped at zero, none where there is no range."""
+    from bench.report.plots import whisker_lengths
+
+    run_dir = tmp_path / "runs" / run_dirs[1].name
+    shutil.copytree(run_dirs[1], run_dir)
+    with open(run_dir / "results.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields, rows = reader.fieldnames, list(reader)
+    edits = {  # the EPYC MNIST group's three ok rows
+        "torch": lambda m: (m, m),  # one steady window: p10 == median == p90
+        "jax": lambda m: (m + 1e-12, m),  # p10 above the median by rounding
+        "keras-jax": lambda m: ("", ""),  # no range at all
+    }
+    for row in rows:
+        if row["task"] == "mnist_cnn" and row["backend"] in edits and row["status"] == "ok":
+            median = float(row["step_time_median_ms"])
+            row["samples_per_s"] = repr(64 / median * 1e3)
+            p10, p90 = edits[row["backend"]](median)
+            row.update(step_time_p10_ms=repr(p10) if p10 else "", step_time_p90_ms=repr(p90))
+            row.update(steady_windows="1", step_time_p90_ms=repr(p90) if p90 else "")
+    with open(run_dir / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    built = report.build_report([run_dir], tmp_path / "report")
+    slug = report.Group(EPYC_MNIST, []).slug
+    assert tmp_path / "report" / "plots" / f"{slug}--throughput.png" in built["plots"]
+    by_backend = {}
+    for row in read_rows(run_dir / "results.csv"):
+        if row["task"] == "mnist_cnn" and row["backend"] in edits and row["status"] == "ok":
+            report.add_measures(row)
+            by_backend[row["backend"]] = (number(row["samples_per_s"]), row)
+    assert set(by_backend) == set(edits)
+    for backend in ("torch", "jax"):
+        median, row = by_backend[backend]
+        assert row["samples_per_s_high"] <= median  # the whisker matplotlib refused
+        (below,), (above,) = whisker_lengths(median, [row])
+        assert below >= 0 and above == 0.0
+    median, row = by_backend["keras-jax"]
+    assert whisker_lengths(median, [row]) is None
 
 
 # ---------------------------------------------------------------------------- HTML

@@ -58,11 +58,12 @@ def mnist_staging() -> dict[str, dict]:
 def test_keras_fit_is_handed_device_batches_in_the_harness_order(backend, mnist_staging):
     probe = mnist_staging[backend]
     batches = probe["fit_batches"]
-    assert len(batches) == 5, batches  # two windows: 2 + 3 steps, each step one batch
+    assert len(batches) == 6, batches  # one epoch in two windows, 2 + 4 steps: 6 batches
     expected = DEVICE_ARRAY_TYPES[backend]
     for batch in batches:
         assert all(kind == expected for kind in batch["types"]), batch
         assert batch["shape"][0] == probe["batch_size"]
+        assert batch["in_order"], batch  # the harness's permuted batches, one after another
     if backend == "keras-tensorflow":
         # tf.data yields the step's sample indices; the model gathers them on the device
         assert probe["model_class"] == "GatheringSequential"

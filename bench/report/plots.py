@@ -89,17 +89,10 @@ def plot_throughput(group: Group, axes) -> bool:
                     )
                 continue
             median = statistics.median(speeds)
-            low = min((r["samples_per_s_low"] or median) for r in same if r in measured)
-            high = max((r["samples_per_s_high"] or median) for r in same if r in measured)
             axes.bar(x, median, width, color=f"C{mode_index}", label=mode)
-            axes.errorbar(
-                x,
-                median,
-                yerr=[[median - low], [high - median]],
-                color="black",
-                capsize=3,
-                linewidth=1,
-            )
+            whiskers = whisker_lengths(median, [r for r in same if r in measured])
+            if whiskers is not None:
+                axes.errorbar(x, median, yerr=whiskers, color="black", capsize=3, linewidth=1)
     axes.set_xticks(range(len(backends)), backends)
     axes.set_xlim(-0.5, len(backends) - 0.5)
     axes.set_ylabel("training samples/s (steady state)")
@@ -108,6 +101,18 @@ def plot_throughput(group: Group, axes) -> bool:
     unique_legend(axes, title="mode (whiskers: p10–p90)")
     axes.grid(axis="y", alpha=0.3)
     return True
+
+
+def whisker_lengths(median: float, rows: list[dict]) -> list[list[float]] | None:
+    """errorbar's yerr for a bar at `median` spanning the rows' p10-p90 samples/s range, each
+    side clipped at zero: a single steady window has p10 = median = p90, and the rounding of the
+    CSV's numbers can put the range a hair inside the median. None where no row has a range."""
+    lows = [number(r.get("samples_per_s_low")) for r in rows]
+    highs = [number(r.get("samples_per_s_high")) for r in rows]
+    lows, highs = [v for v in lows if v is not None], [v for v in highs if v is not None]
+    if not lows or not highs:
+        return None
+    return [[max(0.0, median - min(lows))], [max(0.0, max(highs) - median)]]
 
 
 def unique_legend(axes, **options) -> None:
