@@ -32,7 +32,7 @@ from bench.config import RunConfig, UsageError
 
 AB_TASKS = "mnist_cnn"
 AB_PAIRS = 4
-AB_ROUND_S = 12.0
+AB_ROUND_S = 8.0
 AB_TRAIN_LIMIT = 12800  # 200 steps per epoch at batch 64: setup stays short, windows fit
 
 
