@@ -20,7 +20,7 @@ from bench.results import COLUMNS, append_row, empty_row, read_rows
 from bench.runner import final_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"data": "synthetic", "train_limit": 128, "test_limit": 32, "epochs": 1,
+TINY = {"data": "synthetic", "train_limit": 192, "test_limit": 32, "epochs": 1,
         "window_steps": 1, "warmup_windows": 1, "threads": 1, "timeout_s": 300}  # fmt: skip
 
 
