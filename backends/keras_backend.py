@@ -18,7 +18,10 @@ begin_epoch, or the model used for predict / evaluate / get_weights) is ended be
 step, and steps asked for out of order start a new fit from there (its start-up then falls in
 that window: the worker never asks for that). Why a thread: fit is the loop Keras users run,
 and its loop has no way to pause and hand control back between steps but a callback; a
-callback that only blocks keeps the steps and their order exactly fit's own.
+callback that only blocks keeps the steps and their order exactly fit's own. The backend's
+other framework work (set-up, predict, the weights) runs on that same thread, so a run's
+framework calls all come from one thread, as in a user's program (keras_windows says what two
+threads cost: torch.compile recompiles, and a second OpenMP team under torch).
 In fused mode (steps_per_execution = --window-steps) fit calls back once per execution, so a
 window is whole executions (the worker's fused windows are) or ends at the epoch's end.
 setup places the dataset on the device once, as one copy, and every step gathers its batch
@@ -94,7 +97,7 @@ from backends.keras_support import (  # noqa: E402 - after keras' import check
     lstm_use_cudnn,
     tensor_bytes,
 )
-from backends.keras_windows import EpochFit, FitThread  # noqa: E402
+from backends.keras_windows import EpochFit, KerasThread  # noqa: E402
 from bench import data as datasets
 from bench.config import RunConfig
 from bench.init import Weights
@@ -300,6 +303,19 @@ class KerasBackend(BackendBase):
         self.switches = compile_switches(config.mode)
         self.steps_per_execution = config.window_steps if self.mode == "fused" else 1
         check_supported(self.mode, self.switches, task, config)
+        # every framework call of this backend runs on its one thread (keras_windows says why)
+        self.keras_thread = KerasThread()
+        self.epoch_fit: EpochFit | None = None  # the epoch's fit, parked between windows
+        self.on_keras_thread(self.init_framework)
+
+    def on_keras_thread(self, function: Callable, *args, **kwargs):
+        """`function(...)` on the Keras thread, which no parked fit may hold (end_fit first)."""
+        assert self.epoch_fit is None, "a fit is parked on the Keras thread"
+        return self.keras_thread.call(function, *args, **kwargs)
+
+    def init_framework(self) -> None:
+        """The framework's flags, device check, thread count and seeds (on the Keras thread)."""
+        config, task = self.config, self.task
         threads = config.threads or os.cpu_count() or 1
         self.support = FRAMEWORK_SUPPORT[FRAMEWORK](config.device, config.precision, threads)
         seed_frameworks(config.seed)
@@ -334,9 +350,12 @@ class KerasBackend(BackendBase):
         return self.support.device_name()
 
     def setup(self, weights: Weights, data: datasets.Dataset) -> None:
+        self.on_keras_thread(self.build, weights, data)
+
+    def build(self, weights: Weights, data: datasets.Dataset) -> None:
+        """The model, compiled, with the canonical weights, and the data on the device (on the
+        Keras thread)."""
         task = self.task
-        self.epoch_fit: EpochFit | None = None  # the epoch's fit, parked between windows
-        self.fit_thread = FitThread()  # where every fit runs (keras_windows says why one)
         input_dtype = "int32" if np.issubdtype(data.x_train.dtype, np.integer) else "float32"
         inputs = keras.Input(shape=task.input_shape, dtype=input_dtype)
         use_cudnn = lstm_use_cudnn(self.config.device, self.config.precision)
@@ -371,6 +390,9 @@ class KerasBackend(BackendBase):
 
     def get_weights(self) -> Weights:
         self.end_fit()
+        return self.on_keras_thread(self.read_weights)
+
+    def read_weights(self) -> Weights:
         weights = {}
         for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
             for variable in keras_layer.weights:
@@ -384,7 +406,9 @@ class KerasBackend(BackendBase):
         started and parked before its first step (its start-up is outside every window)."""
         self.end_fit()
         order = permutation.astype(np.int32)
-        self.order = order if FRAMEWORK == "tensorflow" else self.support.resident(order)
+        if FRAMEWORK != "tensorflow":
+            order = self.on_keras_thread(self.support.resident, order)
+        self.order = order
         self.epoch_size = len(permutation)
         self.epoch_steps = self.epoch_size // self.batch_size
         self.epoch_fit = self.start_fit(0)
@@ -392,10 +416,12 @@ class KerasBackend(BackendBase):
     def start_fit(self, first_step: int) -> EpochFit:
         """A fit over steps [first, epoch's end), parked before the first (the module docstring
         says what fit is given)."""
-        steps = self.epoch_steps - first_step
-        window = self.support.fit_input(self.model, self.order, first_step, steps, self.batch_size)
+        steps, support = self.epoch_steps - first_step, self.support
+        window = self.on_keras_thread(
+            support.fit_input, self.model, self.order, first_step, steps, self.batch_size
+        )
         spe, sync = self.steps_per_execution, self.support.window_loss
-        thread, end = self.fit_thread, self.epoch_steps
+        thread, end = self.keras_thread, self.epoch_steps
         return EpochFit(thread, self.model, window, first_step, end, spe, sync)
 
     def end_fit(self) -> None:
@@ -425,7 +451,8 @@ class KerasBackend(BackendBase):
     def logits(self, x) -> np.ndarray:
         """Keras' predict, on numpy or device tensors: float32 numpy logits (bf16 cast up)."""
         self.end_fit()  # never beside a parked fit (JAX's state is fit's while one is)
-        return np.asarray(self.model.predict(x, batch_size=EVAL_BATCH, verbose=0), np.float32)
+        logits = self.on_keras_thread(self.model.predict, x, batch_size=EVAL_BATCH, verbose=0)
+        return np.asarray(logits, np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.logits(x)

@@ -1,8 +1,8 @@
 """Keras' fit as the harness's timed windows: one fit call over (the rest of) an epoch, on a
 thread of its own, parked at each window boundary (backends/keras_backend.py says why).
 
-`EpochFit` starts `model.fit(...)` on the backend's `FitThread` and returns once fit has done its
-start-up (data adapter, iterator, callbacks, train-function checks) and reached the epoch's
+`EpochFit` starts `model.fit(...)` on the backend's `KerasThread` and returns once fit has done
+its start-up (data adapter, iterator, callbacks, train-function checks) and reached the epoch's
 first step: `WindowCallback.on_train_batch_begin` parks the thread there. `run(first, num)`
 releases it and waits until it parks again before step first + num, where the callback first
 synchronizes the device and reads the last step's loss (`sync`), or, for the epoch's last
@@ -18,16 +18,25 @@ without a word. A parked fit that is no longer wanted (a new epoch, the model us
 else mid-epoch) is ended with `close`: the callback raises `FitAbandoned` inside fit, so no
 further step runs (fit's own clean-up still does: JAX puts its state back on the variables).
 
-Every fit of a backend runs on one long-lived thread, as a user's fits all run on theirs: Keras
-keeps per-thread state (keras/src/backend/common/global_state.py: a threading.local), and
-torch.compile guards on it, so a new thread per epoch recompiled Keras' torch train step at the
-first steps of every epoch (measured: two windows of 5-7 s in epoch 2 of a keras-torch
-`compiled` run, against 0.1-0.5 s with one thread).
+All of a Keras backend's framework work (its set-up, every fit, predict, the weights read back)
+runs on that one long-lived thread, as a user's program runs it all on one: the caller's (the
+worker's main) thread only waits. Two measured reasons:
+  - Keras keeps per-thread state (keras/src/backend/common/global_state.py, a threading.local)
+    and torch.compile guards on it: a new thread per epoch recompiled Keras' torch train step at
+    the first steps of every epoch (two windows of 5-7 s in epoch 2 of a keras-torch `compiled`
+    run, 0.1-0.5 s with one thread).
+  - torch's CPU ops run in an OpenMP team per calling thread, and libgomp throttles its
+    threads' spin-waiting once it manages more threads than there are CPUs. Torch ops on the
+    main thread (set-up, evaluation) and on a fit thread make two teams, so keras-torch ran
+    under another OpenMP regime than the torch backend's one team: a 64x32x28x28 conv on a
+    loaded 2-vCPU VM took 50 ms and 18 ms CPU from a second thread against 95 ms and 37 ms
+    from the main one (two threads each); from one thread alone, main or not, 70-80 ms.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import queue
 import threading
 import time
@@ -55,8 +64,12 @@ class WindowCallback(keras.callbacks.Callback):
         self.epoch_fit.before_step(batch)
 
 
-class FitThread:
-    """One daemon thread that runs a backend's fits, one after another."""
+THREAD_NAME = "keras"  # tests/gpu_check.py counts CUDA syncs on it as the steps' thread
+
+
+class KerasThread:
+    """One daemon thread that runs a backend's framework work, one job after another: `call`
+    for a function whose result the caller waits for, `submit` for a fit (EpochFit)."""
 
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -64,16 +77,37 @@ class FitThread:
 
     def submit(self, job: Callable[[], None]) -> None:
         if self.thread is None or not self.thread.is_alive():
-            self.thread = threading.Thread(target=self.loop, name="keras-fit", daemon=True)
+            self.thread = threading.Thread(target=self.loop, name=THREAD_NAME, daemon=True)
             self.thread.start()
         self.jobs.put(job)
 
     def loop(self) -> None:
         while True:
-            self.jobs.get()()  # a job keeps its own exception (EpochFit.main)
+            self.jobs.get()()  # a job keeps its own exception (EpochFit.main, call)
 
     def is_alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
+
+    def call(self, function: Callable, *args, **kwargs):
+        """`function(*args, **kwargs)` on this thread: its result, or its exception raised here.
+        Never while a fit is parked on the thread (it would wait behind it)."""
+        if threading.current_thread() is self.thread:
+            return function(*args, **kwargs)
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def job() -> None:
+            try:
+                future.set_result(function(*args, **kwargs))
+            except BaseException as error:  # noqa: BLE001 - raised by the waiting caller
+                future.set_exception(error)
+
+        self.submit(job)
+        while True:
+            try:
+                return future.result(timeout=POLL_S)
+            except concurrent.futures.TimeoutError:
+                if not self.is_alive():
+                    raise RuntimeError("the Keras thread ended without finishing a call") from None
 
 
 class EpochFit:
@@ -85,7 +119,7 @@ class EpochFit:
 
     def __init__(
         self,
-        thread: FitThread,
+        thread: KerasThread,
         model,
         fit_kwargs: dict,
         start: int,
@@ -177,7 +211,7 @@ class EpochFit:
                 f"Keras' fit ended after an execution begun at step {self.last_begun}, "
                 f"not at step {last}: it ran out of data before the epoch's end"
             )
-        return self.sync(self.model)
+        return self.thread.call(self.sync, self.model)
 
     def wait(self, ready: Callable[[], bool]) -> None:
         """Until `ready()` or fit has finished; fit's exception is raised here."""

@@ -447,8 +447,8 @@ def relative_error(got, expected) -> float:
     return float(difference / scale) if scale > 0 else float(difference)
 
 
-STEP_THREADS = ("keras-fit",)  # besides the main thread: the Keras backend's fit thread
-# (backends/keras_windows.py's FitThread), where Keras' fit runs the steps
+STEP_THREADS = ("keras",)  # besides the main thread: the Keras backend's thread
+# (backends/keras_windows.py's KerasThread, THREAD_NAME), where Keras' fit runs the steps
 
 
 class SyncRecorder:

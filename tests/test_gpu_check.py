@@ -169,7 +169,7 @@ def test_sync_recorder_counts_by_thread_and_never_deduplicates():
         worker = threading.Thread(target=warn_sync, name="ThreadPoolExecutor-0_0")
         worker.start()
         worker.join()
-        fit = threading.Thread(target=warn_sync, name="keras-fit")  # Keras' steps run there
+        fit = threading.Thread(target=warn_sync, name="keras")  # Keras' steps run there
         fit.start()
         fit.join()
     counts = recorder.counts()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from reference import tiny_dataset  # noqa: E402
 
-from backends import Unsupported, create_backend  # noqa: E402
+from backends import Unsupported, create_backend, load_backend_class  # noqa: E402
 from bench import worker  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
@@ -66,8 +66,11 @@ def probe_startup(backend_name: str) -> dict:
     it, the timed windows do not; one fit call per epoch."""
     import keras
 
+    fit_threads = []
+
     class SlowStart(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
+            fit_threads.append(threading.get_ident())
             time.sleep(SLOW_START_S)
 
     backend, data = make(backend_name)
@@ -87,8 +90,13 @@ def probe_startup(backend_name: str) -> dict:
             worker.timed_window(backend, first, WINDOW)[1] for first in range(0, STEPS, WINDOW)
         ]
         epochs.append({"begin_s": begin_s, "windows_s": windows, "fit_calls": len(calls)})
-    threads = sum(thread.name == "keras-fit" for thread in threading.enumerate())
-    return {"epochs": epochs, "running_fits_after": running_fits(backend), "fit_threads": threads}
+    keras_thread = backend.keras_thread.thread.ident
+    return {
+        "epochs": epochs,
+        "running_fits_after": running_fits(backend),
+        "fits_on_the_keras_thread": [ident == keras_thread for ident in fit_threads],
+        "keras_thread_is_main": keras_thread == threading.main_thread().ident,
+    }
 
 
 def probe_failure(backend_name: str) -> dict:
@@ -185,8 +193,49 @@ def probe_short_epoch(backend_name: str, out_dir: Path) -> dict:
     return results
 
 
+FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "jaxlib")
+METADATA = ("EagerTensor._shape_tuple", "EagerTensor._datatype_enum")
+
+
+def framework_call(function) -> str | None:
+    """The framework a builtin (C) function or method belongs to, if any."""
+    module = getattr(function, "__module__", None) or type(getattr(function, "__self__", None))
+    module = module if isinstance(module, str) else getattr(module, "__module__", "")
+    return module if module.split(".")[0] in FRAMEWORK_MODULES else None
+
+
+def probe_main_thread(backend_name: str, out_dir: Path) -> dict:
+    """The framework's C functions the main thread calls while the worker constructs, sets up,
+    trains (one epoch) and evaluates the backend: all framework work is the Keras thread's."""
+    task = get_task("mnist_cnn")
+    data = dataclasses.replace(tiny_dataset(task, train=task.batch_size * STEPS), synthetic=False)
+    worker.datasets.load = lambda *args, **kwargs: data  # "real" data: evaluate runs too
+    load_backend_class(backend_name)  # its imports (the frameworks') are not what is counted
+    config = RunConfig(
+        task="mnist_cnn", backend=backend_name, epochs=1, window_steps=WINDOW, threads=2
+    )
+    row = worker.base_row(config)
+    job = worker.Run(config, out_dir, row, worker.Progress(None))
+    called: dict[str, int] = {}
+
+    def profile(frame, event, arg) -> None:
+        if event == "c_call" and (module := framework_call(arg)):
+            name = f"{module}.{getattr(arg, '__qualname__', arg)}"
+            called[name] = called.get(name, 0) + 1
+
+    sys.setprofile(profile)
+    try:
+        job.load()
+        job.setup()
+        job.evaluate(0, job.train_epoch(0, worker.Probe()))
+    finally:
+        sys.setprofile(None)
+    return {"main_thread_calls": called, "accuracy": row["final_test_accuracy"]}
+
+
 def probe(backend_name: str, out_dir: Path) -> dict:
     return {
+        "main_thread": probe_main_thread(backend_name, out_dir),
         "startup": probe_startup(backend_name),
         "failure": probe_failure(backend_name),
         "short_epoch": probe_short_epoch(backend_name, out_dir),
@@ -229,7 +278,9 @@ def test_a_window_times_its_steps_not_fits_start_up(probed):
         windows = epoch["windows_s"][1:] if index == 0 else epoch["windows_s"]
         assert max(windows) < SLOW_START_S / 2, epoch
     assert startup["running_fits_after"] == 0  # every epoch's fit has returned
-    assert startup["fit_threads"] == 1  # all of them on one thread
+    # both fits on the backend's one thread, not the main one
+    assert startup["fits_on_the_keras_thread"] == [True, True]
+    assert not startup["keras_thread_is_main"]
 
 
 def test_an_error_inside_a_step_reaches_run_steps(probed):
@@ -261,6 +312,18 @@ def test_every_mode_gets_steady_windows_on_a_short_epoch(probed):
         assert first[2] == (25 if mode == "fused" else 1), (mode, first)
         assert result["steady_windows"] >= 3, (mode, result["windows"])
         assert all(steps in (1, 24, 25) for _, _, steps, _ in result["windows"]), result
+
+
+def test_the_main_thread_runs_no_framework_op(probed):
+    """Set-up, training and evaluation all run on the backend's Keras thread: with torch, ops
+    on the main thread too would make a second OpenMP team, another spin-wait regime than the
+    torch backend's (backends/keras_windows.py)."""
+    _, results = probed
+    main_thread = results["main_thread"]
+    assert main_thread["accuracy"] is not None  # evaluation ran
+    calls = main_thread["main_thread_calls"]
+    # only a tensor's shape and dtype, read for data_resident_bytes (TensorFlow's are C methods)
+    assert all(name.endswith(METADATA) for name in calls), calls
 
 
 def test_a_later_epoch_compiles_nothing_on_jax(probed):
