@@ -1,16 +1,17 @@
-"""Does the harness add cost of its own? Its step time against a bare hand-written loop,
-interleaved in time.
+"""Does the harness add cost of its own? Its step time against bare loops, interleaved.
 
     python tests/overhead.py [--backends torch,jax,...] [--modes eager,compiled,fused,default]
-        [--tasks mnist_cnn,sst2_lstm,...] [--blocks 3] [--seed 0] [--device cpu] [--out DIR]
+        [--tasks mnist_cnn,sst2_lstm,...] [--blocks 3] [--seed 0] [--device cpu] [--threads 2]
+        [--out DIR]
     python tests/overhead.py --quick        (1 block, MNIST only: a smoke check)
     make overhead [BACKENDS=...] [TASKS=...] [MODES=...] [BLOCKS=...]
 
 Cells: every backend x mode x task asked for (modes eager, compiled, fused for every backend,
 and `default` for the Keras backends, where it is compile()'s defaults; torch's default is
 eager and JAX's compiled, already there). In each cell two kinds of process, each fresh:
-  A  harness  `python -m bench run` of the cell (synthetic data of the task's shapes, 2 threads,
-              the task's batch size, the cell's windows), its results.csv's step_time_median_ms
+  A  harness  `python -m bench run` of the cell: synthetic data of the task's shapes, 2 threads
+              (--threads), the task's batch size, the cell's windows; its results.csv's
+              step_time_median_ms
   B  bare     tests/overhead_bare.py: the same model and optimizer written with the framework's
               own API and nothing of the harness, started with the worker's environment
               (bench.cell.worker_environment, and its own empty compile cache as the runner
@@ -18,8 +19,8 @@ eager and JAX's compiled, already there). In each cell two kinds of process, eac
 Both sides run 3 epochs of 4 windows of W steps (4W steps an epoch; W from the cell's measured
 step time, STEP_MS: windows of about a second, 1 to 25 steps), so both time the same steps:
 the first window holds the compilation, it and two more are warm-up, the median is over the
-last 9. The processes alternate in blocks of four, each block ABBA or BAAB
-(a balanced set of both, shuffled by a seeded RNG, one per cell), `--blocks` blocks per cell.
+last 9. The processes alternate in blocks of four, each block ABBA or BAAB (a balanced set of
+both, shuffled by a seeded RNG, one per cell), `--blocks` blocks per cell.
 A block's number is the log of harness over bare from its pairs (the mean log of its two A runs
 minus that of its two B runs), so a drift of the machine's speed within the block cancels to
 first order; the cell's ratio is the geometric mean over blocks, with a 95% Student-t interval
@@ -61,7 +62,7 @@ TASK_ORDER = ("mnist_cnn", "cifar10_cnn", "sst2_lstm", "imdb_lstm")
 EPOCHS = 3
 WINDOWS_PER_EPOCH = 4  # a Keras harness window is at least a quarter epoch: 4 keeps it W
 SKIP_WINDOWS = 3  # the compile window and the two warm-up windows (the worker's default)
-THREADS = 2
+THREADS = 2  # the default; --threads
 PROCESS_TIMEOUT_S = 1200.0
 
 
@@ -225,7 +226,7 @@ def model_name(task_name: str) -> str:
     raise ValueError(f"tests/overhead_bare.py has no bare model for {task_name}'s layers")
 
 
-def bare_spec(cell: Cell, device: str, seed: int) -> dict:
+def bare_spec(cell: Cell, device: str, seed: int, threads: int = THREADS) -> dict:
     from bench.data import DATASETS
     from bench.layers import LSTM, Embedding
     from bench.tasks import get_task
@@ -236,7 +237,7 @@ def bare_spec(cell: Cell, device: str, seed: int) -> dict:
         "framework": cell.backend,
         "mode": cell.mode,
         "device": device,
-        "threads": THREADS,
+        "threads": threads,
         "seed": seed,
         "model": model_name(cell.task),
         "input_shape": list(task.input_shape),
@@ -268,6 +269,16 @@ def expected_params(cell: Cell, spec: dict) -> int:
 # --- processes ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What every process of a run shares."""
+
+    device: str = "cpu"
+    seed: int = 0
+    timeout: float = PROCESS_TIMEOUT_S
+    threads: int = THREADS
+
+
 @dataclass
 class Record:
     """One process: its side, where it ran in the cell, and what it gave."""
@@ -289,12 +300,14 @@ class Record:
     extra: dict = field(default_factory=dict)  # the bare Keras loop's fit_call_ms
 
 
-def run_harness(cell: Cell, device: str, seed: int, timeout: float) -> dict:
+def run_harness(cell: Cell, settings: Settings) -> dict:
+    device, seed, timeout = settings.device, settings.seed, settings.timeout
     plan = plan_for(cell)
     with tempfile.TemporaryDirectory(prefix="overhead-") as out:
         command = [sys.executable, "-m", "bench", "run", "--tasks", cell.task]
         command += ["--backends", cell.backend, "--mode", cell.mode, "--device", device]
-        command += ["--data", "synthetic", "--threads", str(THREADS), "--seeds", str(seed)]
+        command += ["--data", "synthetic", "--threads", str(settings.threads)]
+        command += ["--seeds", str(seed)]
         command += ["--train-limit", str(plan.steps_per_epoch * batch_size(cell.task))]
         command += ["--test-limit", "256", "--epochs", str(EPOCHS)]
         command += ["--window-steps", str(plan.window_steps), "--warmup-windows", "2"]
@@ -321,7 +334,8 @@ def run_harness(cell: Cell, device: str, seed: int, timeout: float) -> dict:
     }
 
 
-def run_bare(cell: Cell, device: str, seed: int, timeout: float) -> dict:
+def run_bare(cell: Cell, settings: Settings) -> dict:
+    device, seed, timeout = settings.device, settings.seed, settings.timeout
     from backends import compile_cache_environment
     from bench.cell import worker_environment
     from bench.config import RunConfig
@@ -331,11 +345,11 @@ def run_bare(cell: Cell, device: str, seed: int, timeout: float) -> dict:
         backend=cell.backend,
         mode=cell.mode,
         device=device,
-        threads=THREADS,
+        threads=settings.threads,
         data="synthetic",
         seed=seed,
     )
-    spec = bare_spec(cell, device, seed)
+    spec = bare_spec(cell, device, seed, settings.threads)
     with tempfile.TemporaryDirectory(prefix="overhead-cache-") as cache:
         env = worker_environment(config) | compile_cache_environment(cache)
         env["PYTHONPATH"] = ""  # nothing of the harness on the path: only the framework
@@ -453,6 +467,7 @@ def machine() -> dict:
 
 
 def run_cell(cell: Cell, args: argparse.Namespace, output: Output) -> CellResult:
+    settings = Settings(args.device, args.seed, args.timeout, args.threads)
     result = CellResult(cell, "ok")
     output.cells.append(result)
     orders = block_orders(args.blocks, cell_rng(args.seed, cell.task, cell.backend, cell.mode))
@@ -462,7 +477,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, output: Output) -> CellResult
             run = run_harness if side == HARNESS else run_bare
             clock = time.perf_counter()
             try:
-                out = run(cell, args.device, args.seed, args.timeout)
+                out = run(cell, settings)
             except subprocess.TimeoutExpired:
                 out = {"status": "failed", "note": f"timed out after {args.timeout:.0f} s"}
             record = Record(
@@ -480,7 +495,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, output: Output) -> CellResult
             )
             if record.status == "skipped" and side == BARE_SIDE:
                 # the bare loop lacks the mode: the cell's reason is the harness's own
-                harness = run_harness(cell, args.device, args.seed, args.timeout)
+                harness = run_harness(cell, settings)
                 result.status = "skipped" if harness["status"] == "skipped" else "failed"
                 result.note = harness["note"] or f"bare: {record.note}; harness ran it"
                 return result
@@ -522,6 +537,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--blocks", type=int, default=3, help="ABBA/BAAB blocks per cell")
     parser.add_argument("--seed", type=int, default=0, help="seeds the block orders and data")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=THREADS, help="CPU threads per process")
     parser.add_argument("--timeout", type=float, default=PROCESS_TIMEOUT_S, help="per process")
     parser.add_argument("--out", default=None, help="folder (default results/overhead-<time>)")
     parser.add_argument("--quick", action="store_true", help="1 block, mnist_cnn only")
