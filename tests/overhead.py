@@ -298,6 +298,7 @@ class Record:
     window_steps: int | None = None
     window_step_ms: list[float] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # the bare Keras loop's fit_call_ms
+    load_1min: float | None = None  # the machine's load average as the process ended
 
 
 def run_harness(cell: Cell, settings: Settings) -> dict:
@@ -482,7 +483,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, output: Output) -> CellResult
                 out = {"status": "failed", "note": f"timed out after {args.timeout:.0f} s"}
             record = Record(
                 cell.task, cell.backend, cell.mode, block, order, position, SIDE_NAMES[side],
-                wall_s=time.perf_counter() - clock, **out,
+                wall_s=time.perf_counter() - clock, load_1min=os.getloadavg()[0], **out,
             )  # fmt: skip
             output.records.append(record)
             output.write()
