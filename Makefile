@@ -128,10 +128,14 @@ test-gpu: venv
 gpu-check: venv
 	$(PY) tests/gpu_check.py --device $(DEVICE_CHECK) --out results/gpu $(GPU_CHECK_ARGS)
 
-# make overhead   the harness's step time against bare hand-written loops (tests/overhead.py)
+# make overhead   the harness's step time against bare hand-written loops, interleaved in ABBA/BAAB
+#                 blocks (tests/overhead.py); BACKENDS=, TASKS=, MODES= (or MODE=), BLOCKS=, and
+#                 OVERHEAD_ARGS (e.g. --quick, --out DIR) pass through
 overhead: venv
 	$(PY) tests/overhead.py --device $(DEVICE) $(if $(BACKENDS),--backends $(BACKENDS)) \
-		$(if $(filter-out default,$(MODE)),--modes $(MODE))
+		$(if $(TASKS),--tasks $(TASKS)) $(if $(BLOCKS),--blocks $(BLOCKS)) \
+		$(if $(MODES),--modes $(MODES),$(if $(filter-out default,$(MODE)),--modes $(MODE))) \
+		$(OVERHEAD_ARGS)
 
 lint: venv
 	$(PY) -m ruff check .
