@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import linen
+from jax.ad_checkpoint import checkpoint_name
 
 from backends.base import EVAL_BATCH, TF32_ON_CPU, BackendBase, Unsupported
 from bench.config import RunConfig
@@ -56,7 +57,13 @@ class LastHidden(linen.Module):
     """An LSTM over (batch, time, features) on the canonical parameters, last hidden state out.
 
     kernel (in, 4u), recurrent_kernel (u, 4u), one bias (4u), gates i, f, g, o; zero initial
-    state. The input projection of every timestep is one matmul; lax.scan runs the recurrence.
+    state. A lax.scan over the timesteps; each step is one matmul of [x_t, h] with the two
+    kernels stacked, and the backward pass keeps only each step's pre-activation gates and
+    recomputes the activations from them (jax.checkpoint), the same values autodiff would store.
+    Measured on XLA:CPU, both are faster than projecting every timestep's input at once outside
+    the scan (that sequence is transposed and its gradient stacked and transposed back) and
+    than autodiff's own residuals (a dozen stacked (time, batch, units) arrays, each activation
+    saved twice, written in the forward and read back in the backward).
     """
 
     units: int
@@ -73,18 +80,21 @@ class LastHidden(linen.Module):
         x, kernel, recurrent, bias = linen.dtypes.promote_dtype(
             x, kernel, recurrent, bias, dtype=self.dtype
         )
-        projected = x @ kernel + bias  # (batch, time, 4u), all timesteps at once
+        stacked = jnp.concatenate([kernel, recurrent], axis=0)  # (in + u, 4u)
 
-        def step(carry, projected_t):
+        def step(carry, x_t):
             hidden, cell = carry
-            z = projected_t + hidden @ recurrent
-            i, f, g, o = jnp.split(z, 4, axis=-1)
+            z = jnp.concatenate([x_t, hidden], axis=-1) @ stacked + bias
+            i, f, g, o = jnp.split(checkpoint_name(z, "lstm_gates"), 4, axis=-1)
             cell = jax.nn.sigmoid(f) * cell + jax.nn.sigmoid(i) * jnp.tanh(g)
             hidden = jax.nn.sigmoid(o) * jnp.tanh(cell)
             return (hidden, cell), None
 
-        zeros = jnp.zeros((x.shape[0], self.units), projected.dtype)
-        (hidden, _), _ = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(projected, 0, 1))
+        step = jax.checkpoint(
+            step, policy=jax.checkpoint_policies.save_only_these_names("lstm_gates")
+        )
+        zeros = jnp.zeros((x.shape[0], self.units), x.dtype)
+        (hidden, _), _ = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(x, 0, 1))
         return hidden
 
 
@@ -233,7 +243,10 @@ class JaxBackend(BackendBase):
         }[self.mode]
         if any(isinstance(layer, LSTM) for layer in task.layers):
             dtype = "bf16 compute, fp32 weights" if config.precision == "bf16" else "fp32"
-            mechanism += f"; LSTM: a lax.scan loop over timesteps ({dtype})"
+            mechanism += (
+                "; LSTM: a lax.scan loop over timesteps, one [x_t, h] matmul per step, gate"
+                f" activations recomputed in the backward ({dtype})"
+            )
         self.mechanism = mechanism
 
     @staticmethod

@@ -1,7 +1,9 @@
 """PyTorch backend: the IR as an nn.Module, trained with a plain idiomatic loop.
 
-Modes: `eager` (the default PyTorch users get), `compiled` (torch.compile of forward + loss,
-inductor; backward through AOTAutograd) and, on cuda, `fused`: the whole train step (batch
+Modes: `eager` (the default PyTorch users get), `compiled` (torch.compile, inductor, of the
+whole train step: batch gather, forward, loss, backward through AOTAutograd's compiled graphs,
+and the Adam step, which inductor fuses into one loop over each parameter; nn.LSTM itself is a
+Dynamo graph break and runs ATen's kernel in between) and, on cuda, `fused`: the whole train step (batch
 gather, forward, backward, Adam) captured once as a CUDA graph and replayed, one graph launch per
 step with no Python or kernel-launch work in between (PyTorch's "whole network capture"). On cpu
 there are no CUDA graphs: a fused cpu run is a `skipped` row. On cuda every mode uses the same
@@ -84,7 +86,7 @@ class TorchBackend(BackendBase):
         parts = [
             {
                 "eager": "eager",
-                "compiled": "torch.compile(inductor, forward+loss)",
+                "compiled": "torch.compile(inductor, whole train step: forward+backward+Adam)",
                 "fused": "CUDA graph of the whole eager train step, 1 launch/step",
             }[self.mode]
         ]
@@ -141,10 +143,10 @@ class TorchBackend(BackendBase):
             **implementation,
         )
         self.steps_per_epoch = len(data.y_train) // self.batch_size
-        forward_loss = self.forward_loss
+        train_step = self.train_step
         if self.mode == "compiled":
-            forward_loss = torch.compile(forward_loss, dynamic=False)
-        self.compiled_forward_loss = forward_loss
+            train_step = torch.compile(train_step, dynamic=False)
+        self.compiled_train_step = train_step
 
     def setup_lstm(self, data: Dataset) -> None:
         """Under bf16, each LSTM runs in bf16 on the first kernel that can (see LastHidden)."""
@@ -185,6 +187,14 @@ class TorchBackend(BackendBase):
         with self.autocast():
             logits = self.model(inputs)
         return F.cross_entropy(logits.float(), labels)
+
+    def train_step(self, index: torch.Tensor) -> torch.Tensor:
+        """One step on the samples `index` names; compiled whole in `compiled` mode."""
+        loss = self.forward_loss(self.x_train[index], self.y_train[index])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
         self.permutation = torch.from_numpy(permutation.astype(np.int64)).to(self.device)
@@ -248,11 +258,7 @@ class TorchBackend(BackendBase):
             return self.replay_steps(first_step, num_steps)
         batch = self.batch_size
         for step in range(first_step, first_step + num_steps):
-            index = self.permutation[step * batch : (step + 1) * batch]
-            loss = self.compiled_forward_loss(self.x_train[index], self.y_train[index])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss = self.compiled_train_step(self.permutation[step * batch : (step + 1) * batch])
         return loss.item()  # .item() waits for the device: the window ends synchronized
 
     def replay_steps(self, first_step: int, num_steps: int) -> float:
