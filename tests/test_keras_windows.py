@@ -37,7 +37,7 @@ from bench.tasks import get_task  # noqa: E402
 
 KERAS_BACKENDS = {"keras-tensorflow": "tensorflow", "keras-jax": "jax", "keras-torch": "torch"}
 MODES = ("default", "eager", "compiled", "fused")
-SLOW_START_S = 1.5  # the start-up a slowed fit takes before its first step
+SLOW_START_S = 2.5  # the start-up a slowed fit takes before its first step
 STEPS, WINDOW = 8, 2  # the small probes' epoch and window (steps)
 FAILING_CALL = 4  # the train-function call that raises, in the middle of the epoch
 
@@ -268,7 +268,7 @@ def probed(request, tmp_path_factory) -> tuple[str, dict]:
 
 
 def test_a_window_times_its_steps_not_fits_start_up(probed):
-    """(a) fit's start-up (made 1.5 s slow) falls in begin_epoch, outside every timed window
+    """(a) fit's start-up (made 2.5 s slow) falls in begin_epoch, outside every timed window
     but the run's first (the compile); one fit call per epoch."""
     _, results = probed
     startup = results["startup"]
