@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.cell import worker_environment
 from bench.compare.arms import Arm, Checkout, arm_environment
 from bench.config import RunConfig
+from bench.runner import die_with_parent
 from bench.serve import PROTOCOL
 
 READY_TIMEOUT_S = 900.0  # import, data, setup, compile and warm-up of one arm
@@ -30,6 +31,14 @@ def config_fields(config: RunConfig) -> dict:
     defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
     fields = dataclasses.asdict(config)
     return {k: v for k, v in fields.items() if k in ("task", "backend") or v != defaults.get(k)}
+
+
+def start_worker(setup_cpus: list[int] | None) -> None:
+    """In the worker, before exec: die with the coordinator (as the runner's workers do), and
+    start on `setup_cpus` when given."""
+    die_with_parent()
+    if setup_cpus:
+        os.sched_setaffinity(0, setup_cpus)
 
 
 class ArmProcess:
@@ -60,7 +69,7 @@ class ArmProcess:
                 stderr=subprocess.STDOUT,
                 pass_fds=(write_fd,),
                 text=True,
-                preexec_fn=(lambda: os.sched_setaffinity(0, setup_cpus)) if setup_cpus else None,
+                preexec_fn=lambda: start_worker(setup_cpus),
             )
         os.close(write_fd)
         self.replies_fd = read_fd
