@@ -141,6 +141,47 @@ def test_suite_geometric_mean_with_a_bootstrap_over_pairs():
     assert same.verdict == "same"
 
 
+def test_rounds_set_up_ahead_on_the_free_core_at_most_plan_ahead_early(monkeypatch, tmp_path):
+    from bench.compare import schedule
+
+    events = []  # ("launch", round) as workers start, ("measure", round) at each round's turn
+
+    class FakeWorker:
+        def __init__(self, arm, config, code, log, setup_cpus):
+            self.round = sum(kind == "launch" for kind, _ in events) // 2
+            assert setup_cpus == [0]  # the core the arms (on core 1) leave free
+            events.append(("launch", self.round))
+
+        def wait_ready(self):
+            return {"chunk_steps": 1, "steps_per_epoch": 10}
+
+        def pin(self, cpus):
+            if ("measure", self.round) not in events:
+                events.append(("measure", self.round))
+
+        def window(self, steps):
+            return {"steps": steps, "wall_s": 0.01, "cpu_s": 0.01}
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(schedule, "ArmProcess", FakeWorker)
+    config = RunConfig(task="mnist_cnn", backend="torch")
+    rows = [("a", config), ("b", config)]
+    code = [checkout(None, tmp_path)] * 2
+    plan = Plan(pairs=3, round_s=0.0, min_blocks=1, ahead=2)
+    records = schedule.measure_rows(
+        rows, [parse_arm("."), parse_arm(".")], code, plan, tmp_path, [0, 1]
+    )
+    assert not any(record.error for record in records)
+    assert len(records[0].windows) == 3 * (2 + 4)  # per round: two warm-ups, one ABBA block
+    for turn in range(6):  # rounds 0..5 (two rows of three): when round k measures, k+1 and
+        # k+2 are setting up, and no later one
+        launched = {r for kind, r in events[: events.index(("measure", turn))] if kind == "launch"}
+        assert launched == set(range(min(turn + 3, 6)))
+    assert max(r for _, r in events) == 5
+
+
 def test_a_worker_of_another_revision_is_told_only_what_was_set():
     config = RunConfig(task="mnist_cnn", backend="torch", threads=1, data="synthetic")
     assert config_fields(config) == {

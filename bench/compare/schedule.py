@@ -44,6 +44,11 @@ class Plan:
     schedule: str = "interleaved"
     cpus: list[int] | None = None  # interleaved: every arm's; duet: one core per arm in turn
     seed: int = 0
+    # Rounds whose workers set up ahead of the one measuring, on the free cores. One is enough
+    # when a round outlasts a setup; Keras workers on 1 core need 10-20 s for two arms (import,
+    # build, compile, warm-up: measured, docs/MEASUREMENTS.md), so with one ahead the measuring
+    # core waited on them for most of a gate; with two the setup core never idles.
+    ahead: int = 2
 
 
 @dataclass
@@ -102,8 +107,8 @@ def measure_rows(
     progress=None,
 ) -> list[RowRecord]:
     """Every round of every row. A round's workers start (import, data, setup, compile) while
-    the round before it measures, on the cores the measuring arms do not use, so that setting
-    up costs no measuring time; they move onto the arms' cores when their round begins. An arm
+    a round before it measures (at most `plan.ahead` rounds early), on the cores the measuring
+    arms do not use, so that setting up costs no measuring time; they move onto the arms' cores when their round begins. An arm
     that fails ends its row with the error; the other rows go on."""
     records = [RowRecord(label, config) for label, config in rows]
     arm_cpus = cpu_sets(plan, len(arms), available_cpus)
@@ -142,11 +147,12 @@ def measure_rows(
         try:
             processes = take(slot)
             ready = [process.wait_ready() for process in processes]
-            if early and slot + 1 < len(slots) and not records[slots[slot + 1][0]].error:
-                try:
-                    pending[slot + 1] = launch(slot + 1)
-                except Exception as error:  # noqa: BLE001 - that slot reports it
-                    pending[slot + 1] = error
+            for later in range(slot + 1, min(slot + 1 + plan.ahead, len(slots))):
+                if early and later not in pending and not records[slots[later][0]].error:
+                    try:
+                        pending[later] = launch(later)
+                    except Exception as error:  # noqa: BLE001 - that slot reports it
+                        pending[later] = error
             record.ready.extend({"pair": pair, "arm": i, **r} for i, r in enumerate(ready))
             for process, cores in zip(processes, arm_cpus, strict=True):
                 process.pin(cores)
