@@ -158,16 +158,11 @@ class Server:
             )
         if self.step + steps > self.run.steps_per_epoch:
             self.next_epoch()
-        backend = self.run.backend
         steal = steal_seconds(self.cpus)
         clock, cpu_clock = time.perf_counter(), time.process_time()
-        loss = float("nan")
-        end = self.step + steps
-        for first in range(self.step, end, self.chunk):  # the timed loop: run_steps calls only
-            loss = backend.run_steps(first, self.chunk)
+        loss = self.advance(steps)  # run_steps calls of one chunk each, nothing else
         wall, cpu = time.perf_counter() - clock, time.process_time() - cpu_clock
         steal_after = steal_seconds(self.cpus)
-        self.step = end
         if loss != loss or loss in (float("inf"), float("-inf")):
             raise FloatingPointError(f"training loss is {loss} at epoch {self.epoch + 1}")
         stolen = None if steal is None or steal_after is None else steal_after - steal
