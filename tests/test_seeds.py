@@ -245,3 +245,12 @@ def test_seeds_csv_is_plain_csv(tmp_path):
     with open(run_dir / "seeds.csv", newline="") as handle:
         lines = list(csv.reader(handle))
     assert lines[0] == list(SEED_COLUMNS) and len(lines) == 2 and len(lines[1]) == len(lines[0])
+
+
+def test_schema_md_documents_every_seeds_column():
+    from pathlib import Path
+
+    schema = (Path(__file__).resolve().parent.parent / "results" / "SCHEMA.md").read_text()
+    section = schema[schema.index("## Seeds") :]
+    for name in SEED_COLUMNS:
+        assert f"`{name}`" in section, f"results/SCHEMA.md's Seeds section lacks {name}"
