@@ -112,6 +112,13 @@ def test_other_settings_are_other_configurations():
     assert len(aggregate_seeds(rows)) == 4
 
 
+def test_seeds_that_all_failed_reached_nothing():
+    rows = [row(seed, status="failed") for seed in range(3)]
+    (summary,) = records(aggregate_seeds(rows))
+    assert (summary["ok_runs"], summary["accuracy_n"], summary["accuracy_mean"]) == (0, 0, None)
+    assert summary["reached_target"] == 0 and summary["time_to_target_median_s"] is None
+
+
 def test_synthetic_rows_have_no_accuracy_and_no_target_columns():
     rows = [row(seed, data="synthetic", samples_per_s=100.0 + seed) for seed in range(3)]
     (summary,) = records(aggregate_seeds(rows))

@@ -68,7 +68,7 @@ def summarize(rows: Sequence[Row]) -> dict[str, object]:
     target = next(
         (number(r.get("target_accuracy")) for r in rows if r.get("target_accuracy")), None
     )
-    real = target is not None and accuracy is not None
+    real = target is not None and key["data"] == "real"  # synthetic rows have no accuracy
     times = [number(row.get("time_to_target_s")) for row in rows]
     speeds = [value for value in (number(row.get("samples_per_s")) for row in ok) if value]
     return key | {
