@@ -161,10 +161,12 @@ SST2_LSTM = TaskSpec(
     layers=text_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=0.80,
+    target_accuracy=0.81,
     target_source=(
-        "measured 2026-11-24, torch fp32 CPU seed 0: dev accuracy 0.8303 after epoch 1, "
-        "0.8154 final (it overfits after epoch 1); target below the final accuracy"
+        "measured 2026-12-01, torch 2.13 fp32 eager CPU (AMD EPYC, 1 thread), seeds 0-4: "
+        "final dev accuracy 0.8154, 0.8165, 0.8268, 0.8211, 0.8326 (mean 0.8225, 95% CI "
+        "0.8135-0.8314; it overfits after epoch 1, best 0.8303-0.8394); target a little below "
+        "the lowest final accuracy"
     ),
     description="SST-2 (dev split as test), Embedding(20000,128)-LSTM(128)-Dense(2), 64 tokens",
 )
