@@ -111,8 +111,9 @@ class Model(linen.Module):
             if apply is None:
                 raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
             x = apply(layer, x, layer_name(index, layer), self.dtype)
-            if getattr(layer, "activation", None) == "relu":
-                x = linen.relu(x)
+            activation = getattr(layer, "activation", None)
+            if activation is not None:
+                x = FLAX_ACTIVATIONS[activation](x)
         return x
 
 
@@ -137,6 +138,12 @@ FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
         layer.vocab_size, layer.dim, dtype=dtype, name=name
     )(x),
     LSTM: lambda layer, x, name, dtype: LastHidden(layer.units, dtype=dtype, name=name)(x),
+}
+
+# An IR layer's `activation` -> the function applied to its output.
+FLAX_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": linen.relu,
+    "sigmoid": linen.sigmoid,
 }
 
 

@@ -186,6 +186,9 @@ TORCH_LAYERS: dict[type, TorchLayer] = {
     ),
 }
 
+# An IR layer's `activation` -> the module appended after it.
+TORCH_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+
 
 def torch_layer(layer: Layer) -> TorchLayer:
     try:
@@ -198,8 +201,9 @@ def build_module(task: TaskSpec) -> nn.Sequential:
     modules: list[nn.Module] = []
     for layer, (in_shape, _) in zip(task.layers, trace_shapes(task.layers, task.input_shape)):
         modules.append(torch_layer(layer).build(layer, in_shape))
-        if getattr(layer, "activation", None) == "relu":
-            modules.append(nn.ReLU())
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            modules.append(TORCH_ACTIVATIONS[activation]())
     return nn.Sequential(*modules)
 
 
@@ -243,9 +247,9 @@ def from_torch_layout(task: TaskSpec, state: dict[str, np.ndarray]) -> Weights:
 
 
 def _sequential_names(task: TaskSpec) -> dict[int, str]:
-    """IR layer index -> its index in the nn.Sequential (ReLUs are modules of their own)."""
+    """IR layer index -> its index in the nn.Sequential (activations are modules of their own)."""
     names, position = {}, 0
     for index, layer in enumerate(task.layers):
         names[index] = str(position)
-        position += 2 if getattr(layer, "activation", None) == "relu" else 1
+        position += 1 if getattr(layer, "activation", None) is None else 2
     return names

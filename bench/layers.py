@@ -73,7 +73,7 @@ class Flatten:
 @dataclass(frozen=True)
 class Dense:
     units: int
-    activation: str | None = None  # None (logits) or "relu"
+    activation: str | None = None  # None (logits), "relu" or "sigmoid" (AlgoPerf's MNIST MLP)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape[:-1], self.units)

@@ -34,8 +34,10 @@ from bench.results import (
     read_run,
     records,
     repair_csv,
+    several_seeds,
     write_atomic,
     write_environment,
+    write_seeds_csv,
 )
 
 STDERR_TAIL_CHARS = 1500
@@ -254,10 +256,13 @@ def previous_attempts(path: Path) -> dict[str, int]:
 
 def write_summary(run_dir: Path) -> None:
     """results.md: the final rows' tables, with env.json's device name for rows that failed
-    before the backend named it (as the report does)."""
+    before the backend named it (as the report does); seeds.csv too where a configuration ran
+    several seeds (the rows summed up over seeds)."""
     run = read_run(run_dir)
-    rows = fill_device_names(run.rows, run.environment)
+    rows = records(fill_device_names(run.rows, run.environment))
     write_atomic(run_dir / "results.md", markdown_table(rows))
+    if several_seeds(rows):
+        write_seeds_csv(rows, run_dir / "seeds.csv")
 
 
 def run_matrix(

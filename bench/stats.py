@@ -5,6 +5,10 @@
                               Mann-Whitney test (distribution-free)
     geometric_mean_interval   the suite: the geometric mean of the rows' ratios, with a
                               Student-t interval across the rows
+    mean_interval             rows that differ only in seed: the mean accuracy with its
+                              Student-t interval across the seeds, min and max
+    median_time_to_target     the same rows' time to target: the median, a seed that never
+                              reached the target counting as infinitely slow
 
 From scipy: the Student-t quantile (scipy.stats.t), the geometric mean and the standard error
 (scipy.stats.gmean, scipy.stats.sem), the normal quantile of the large-sample rank (scipy.stats.
@@ -134,3 +138,49 @@ def geometric_mean_interval(ratios: Sequence[float], confidence: float = 0.95) -
     half = student_t_quantile((1 + confidence) / 2, len(logs) - 1) * float(stats.sem(logs))
     low, high = float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
     return RatioInterval(estimate, low, high, confidence, len(logs), len(logs))
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """The mean of a sample (one value per seed) with its Student-t interval, and its range."""
+
+    n: int
+    mean: float
+    low: float | None  # None: one value, no interval
+    high: float | None
+    std: float | None  # the sample standard deviation (n - 1 in the denominator)
+    minimum: float
+    maximum: float
+    confidence: float
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> MeanInterval | None:
+    """mean +- t((1 + confidence) / 2, n - 1) * s / sqrt(n), s the sample standard deviation:
+    the interval for the mean over seeds that MLPerf-style repeated runs report (each seed is
+    one independent draw of the initial weights and the batch order). None for no values; no
+    interval for one value (its spread is unknown)."""
+    sample = np.asarray(values, dtype=float)
+    if sample.size == 0:
+        return None
+    mean = float(sample.mean())
+    minimum, maximum = float(sample.min()), float(sample.max())
+    if sample.size < 2:
+        return MeanInterval(1, mean, None, None, None, minimum, maximum, confidence)
+    from scipy import stats
+
+    half = student_t_quantile((1 + confidence) / 2, sample.size - 1) * float(stats.sem(sample))
+    std = float(sample.std(ddof=1))
+    return MeanInterval(
+        int(sample.size), mean, mean - half, mean + half, std, minimum, maximum, confidence
+    )
+
+
+def median_time_to_target(times: Sequence[float | None]) -> float | None:
+    """The median over seeds of the time to target, a seed that never reached it (None)
+    counting as infinitely slow, as AlgoPerf scores a workload over its studies: finite only
+    when more than half of the seeds reached the target (None otherwise, and for no seeds)."""
+    if not times:
+        return None
+    sample = np.array([math.inf if t is None else t for t in times], dtype=float)
+    median = float(np.median(sample))
+    return median if math.isfinite(median) else None

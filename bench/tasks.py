@@ -86,6 +86,12 @@ CIFAR_CNN = (
 )
 
 
+# AlgoPerf's MNIST workload model (mlcommons/algorithmic-efficiency, commit 2c90454 of
+# 2025-09-05, algoperf/workloads/mnist/mnist_jax/workload.py and mnist_pytorch/workload.py):
+# flatten, Dense 128 with bias, sigmoid, Dense 10.
+MNIST_MLP_LAYERS = (Flatten(), Dense(128, activation="sigmoid"), Dense(10))
+
+
 def text_classifier(vocab_size: int = 20000) -> tuple[Layer, ...]:
     return (Embedding(vocab_size, 128), LSTM(128), Dense(2))
 
@@ -102,6 +108,23 @@ MNIST_CNN = TaskSpec(
         "epoch 1, 0.9816 after epoch 3, 0.9842 final"
     ),
     description="MNIST, Conv32-Pool-Dense64-Dense10 (347,146 parameters)",
+)
+
+MNIST_MLP = TaskSpec(
+    name="mnist_mlp",
+    dataset="mnist",
+    layers=MNIST_MLP_LAYERS,
+    batch_size=64,
+    epochs=10,
+    target_accuracy=0.97,
+    target_source=(
+        "AlgoPerf's MNIST workload (mlcommons/algorithmic-efficiency, commit 2c90454, "
+        "algoperf/workloads/mnist/workload.py: validation and test target 0.97; step_hint is "
+        "10 epochs at batch size 64; model Dense 128-sigmoid-Dense 10); measured 2026-12-01, "
+        "torch fp32 CPU (AMD EPYC, 1 thread), seeds 0-4: final 0.9745, 0.9731, 0.9744, "
+        "0.9746, 0.9749 (mean 0.9743), every seed at 0.97 by epoch 7 or 8"
+    ),
+    description="MNIST, Flatten-Dense128(sigmoid)-Dense10 (101,770 parameters), AlgoPerf's MLP",
 )
 
 FASHION_MNIST_CNN = TaskSpec(
@@ -138,10 +161,12 @@ SST2_LSTM = TaskSpec(
     layers=text_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=0.80,
+    target_accuracy=0.81,
     target_source=(
-        "measured 2026-11-24, torch fp32 CPU seed 0: dev accuracy 0.8303 after epoch 1, "
-        "0.8154 final (it overfits after epoch 1); target below the final accuracy"
+        "measured 2026-12-01, torch 2.13 fp32 eager CPU (AMD EPYC, 1 thread), seeds 0-4: "
+        "final dev accuracy 0.8154, 0.8165, 0.8268, 0.8211, 0.8326 (mean 0.8225, 95% CI "
+        "0.8135-0.8314; it overfits after epoch 1, best 0.8303-0.8394); target a little below "
+        "the lowest final accuracy"
     ),
     description="SST-2 (dev split as test), Embedding(20000,128)-LSTM(128)-Dense(2), 64 tokens",
 )
@@ -161,7 +186,8 @@ IMDB_LSTM = TaskSpec(
 )
 
 TASKS: dict[str, TaskSpec] = {
-    task.name: task for task in (MNIST_CNN, FASHION_MNIST_CNN, CIFAR10_CNN, SST2_LSTM, IMDB_LSTM)
+    task.name: task
+    for task in (MNIST_CNN, MNIST_MLP, FASHION_MNIST_CNN, CIFAR10_CNN, SST2_LSTM, IMDB_LSTM)
 }
 
 

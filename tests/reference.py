@@ -15,6 +15,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+# An IR layer's `activation` -> the float64 function applied to its output.
+ACTIVATIONS = {"relu": lambda x: np.maximum(x, 0.0), "sigmoid": sigmoid}
+
+
 def conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """x (N, H, W, C), kernel (kh, kw, C, F) -> (N, H-kh+1, W-kw+1, F)."""
     kh, kw, _, _ = kernel.shape
@@ -65,8 +69,9 @@ def forward(layers, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray
             h = lstm_last(h, w[f"{name}/kernel"], w[f"{name}/recurrent_kernel"], w[f"{name}/bias"])
         else:
             raise NotImplementedError(type(layer).__name__)
-        if getattr(layer, "activation", None) == "relu":
-            h = np.maximum(h, 0.0)
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            h = ACTIVATIONS[activation](h)
     return h
 
 

@@ -14,6 +14,7 @@ from bench.tasks import TASKS, get_task
 # Parameter counts worked out by hand from the layer sizes.
 EXPECTED_PARAMS = {
     "mnist_cnn": (3 * 3 * 1 * 32 + 32) + (13 * 13 * 32 * 64 + 64) + (64 * 10 + 10),  # 347,146
+    "mnist_mlp": (784 * 128 + 128) + (128 * 10 + 10),  # 101,770
     "fashion_mnist_cnn": 347_146,
     "cifar10_cnn": (896) + (3 * 3 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (1024 * 64 + 64) + 650,
     "sst2_lstm": 20000 * 128 + (128 * 512 + 128 * 512 + 512) + (128 * 2 + 2),

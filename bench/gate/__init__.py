@@ -23,6 +23,8 @@ size; bench/gate/sources.py reads every kind of source). For each matched row:
   accuracy   fails when the final test accuracy is below the baseline's by more than the
              tolerance, or below the task's target where the baseline reached that target (the
              quick suite's short schedule does not, and is then judged against its baseline).
+             Rows of several seeds (--seeds) on both sides: their seed means, each with its
+             Student-t interval across its seeds in the notes (bench.results.seeds).
   status     fails when a row that was ok in the baseline is not ok now (failed, skipped, ...).
 
 Machines: when baseline and current ran on different CPU models, current step times are divided

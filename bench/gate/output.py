@@ -28,7 +28,10 @@ def table_cells(row: RowResult) -> list[str]:
         return f"{statistics.median(times):.4g}" if times else "-"
 
     def accuracy(m: Measurement | None) -> str:
-        return f"{m.accuracy:.4f}" if m and m.accuracy is not None else "-"
+        """The accuracy, and how many seeds its mean is over where more than one."""
+        if not m or m.accuracy is None:
+            return "-"
+        return f"{m.accuracy:.4f}" + (f" ({m.seeds} seeds)" if m.seeds > 1 else "")
 
     interval = f"[{step.low:.3f}, {step.high:.3f}]" if step and step.low is not None else "-"
     windows = (

@@ -172,6 +172,10 @@ def judge_step_time(
 
 
 def judge_accuracy(row: RowResult, base: Measurement, cur: Measurement, tolerance: float) -> None:
+    """The mean final accuracy of each side's rows against the other's: with several seeds on
+    both sides the seed means (each side's interval across its seeds in the notes), else a
+    single run's accuracy (or the mean of the runs pooled for that seed), as before seeds were
+    summed up. The rules are the same for both."""
     base_accuracy, accuracy = base.accuracy, cur.accuracy
     if base_accuracy is None:
         return  # synthetic data or a benchmark: no accuracy to judge
@@ -179,13 +183,26 @@ def judge_accuracy(row: RowResult, base: Measurement, cur: Measurement, toleranc
         row.accuracy_verdict = "not measured"
         row.notes.append("the baseline has an accuracy, the current run none (synthetic data?)")
         return
+    seeds = base.seeds > 1 and cur.seeds > 1
+    what = "seed mean test accuracy" if seeds else "test accuracy"
+    if seeds:
+        row.notes.append(f"seed means: current {seed_summary(cur)}, baseline {seed_summary(base)}")
     row.accuracy_verdict = "ok"
     if accuracy < base_accuracy - tolerance:
         row.accuracy_verdict = "DROP"
-        row.fail(
-            f"test accuracy {accuracy:.4f} < baseline {base_accuracy:.4f} - tolerance {tolerance:g}"
-        )
+        row.fail(f"{what} {accuracy:.4f} < baseline {base_accuracy:.4f} - tolerance {tolerance:g}")
     target = base.target
     if target is not None and base_accuracy >= target and accuracy < target:
         row.accuracy_verdict = "DROP" if row.accuracy_verdict == "DROP" else "BELOW TARGET"
-        row.fail(f"test accuracy {accuracy:.4f} is below the task's target {target:g}")
+        row.fail(f"{what} {accuracy:.4f} is below the task's target {target:g}")
+
+
+def seed_summary(side: Measurement) -> str:
+    """e.g. "0.8612 (95% interval 0.8512-0.8712, min 0.8501, max 0.8700; 5 seeds, 5 runs)"."""
+    summary = side.accuracy_interval
+    assert summary is not None and summary.low is not None and summary.high is not None
+    return (
+        f"{summary.mean:.4f} ({summary.confidence:.0%} interval {summary.low:.4f}-"
+        f"{summary.high:.4f}, min {summary.minimum:.4f}, max {summary.maximum:.4f}; "
+        f"{side.seeds} seeds, {summary.n} runs)"
+    )

@@ -2,7 +2,9 @@
 identity, read by bench/gate/sources.py.
 
 Rows are matched on IDENTITY. Rows of one side with the same identity (several seeds, several
-runs pooled into one baseline) are pooled: their windows together, their accuracies averaged.
+runs pooled into one baseline) are pooled: their windows together, their accuracies averaged
+(each row one sample: with several seeds, the seed mean, with its Student-t interval across them
+in `accuracy_interval`, as bench.results.seeds sums seeds up).
 Bad input raises GateDataError: one line that names the file and what to do (exit code 2).
 """
 
@@ -12,6 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench.results import ResultsError, number, text
+from bench.stats import MeanInterval, mean_interval
 from bench.tasks import TASKS
 
 IDENTITY = ("task", "backend", "device", "device_name", "precision", "mode", "batch_size")
@@ -69,10 +72,27 @@ class Measurement:
         return lines[-1][:200] if lines else ""
 
     @property
-    def accuracy(self) -> float | None:
+    def accuracies(self) -> list[float]:
+        """The pooled rows' final test accuracies (rows without one left out)."""
         values = [number(r.get("final_test_accuracy")) for r in self.rows]
-        values = [value for value in values if value is not None]
+        return [value for value in values if value is not None]
+
+    @property
+    def accuracy(self) -> float | None:
+        """The mean final test accuracy of the pooled rows: the seed mean where they are seeds."""
+        values = self.accuracies
         return statistics.fmean(values) if values else None
+
+    @property
+    def seeds(self) -> int:
+        """How many distinct seeds the rows with an accuracy ran."""
+        rows = (r for r in self.rows if number(r.get("final_test_accuracy")) is not None)
+        return len({text(r.get("seed")) for r in rows})
+
+    @property
+    def accuracy_interval(self) -> MeanInterval | None:
+        """The accuracies' mean with its 95% Student-t interval, min and max (bench.stats)."""
+        return mean_interval(self.accuracies)
 
     @property
     def target(self) -> float | None:

@@ -67,8 +67,9 @@ def command_report(args: argparse.Namespace) -> int:
     except ResultsError as error:
         print(f"bench: error: {error}", file=sys.stderr)
         return 2
-    for name in ("markdown", "html", "comparison_csv", "runs_csv"):
-        print(f"{name}: {written[name]}")
+    for name in ("markdown", "html", "comparison_csv", "runs_csv", "seeds_csv"):
+        if name in written:
+            print(f"{name}: {written[name]}")
     print(f"plots: {len(written['plots'])} in {written['html'].parent / 'plots'}")
     summary = {
         "report": str(written["html"]),

@@ -12,8 +12,24 @@ from bench.report import comparisons as interleaved
 from bench.report.derive import ReportError, caption, group_rows
 from bench.report.loading import find_run_dirs, merge_runs
 from bench.report.plots import PLOT_DPI, PLOT_SIZE_INCHES, draw_plots
-from bench.report.tables import group_html_table, markdown_table, write_pivot_csv, write_runs_csv
-from bench.results import SCHEMA_VERSION, Group, Run, read_run, write_atomic
+from bench.report.tables import (
+    group_html_table,
+    markdown_table,
+    seeds_html_table,
+    seeds_markdown_table,
+    write_pivot_csv,
+    write_runs_csv,
+)
+from bench.results import (
+    SCHEMA_VERSION,
+    SEEDS_GUIDE,
+    Group,
+    Run,
+    read_run,
+    several_seeds,
+    write_atomic,
+    write_seeds_csv,
+)
 
 READING_GUIDE = (
     "samples/s: steady-state training throughput (batch size / median step time); its range is "
@@ -71,6 +87,8 @@ def markdown_report(
         lines += [f"## {task or 'Other comparisons'}", ""]
         for group in task_groups:
             lines += [f"### {group.title}", "", caption(group), "", markdown_table(group)]
+            if seeds_table := seeds_markdown_table(group):
+                lines += [f"Over seeds ({SEEDS_GUIDE}):", "", seeds_table]
             for description, path in plots[group.key]:
                 lines += [f"![{description}]({path.relative_to(out_dir).as_posix()})", ""]
         lines += interleaved.markdown_section(task_comparisons, interleaved.TITLE)
@@ -121,6 +139,7 @@ def html_report(runs: list[Run], groups: list[Group], plots: dict, compared: lis
         for group in task_groups:
             parts.append(f'<section class="group"><h3>{html.escape(group.title)}</h3>')
             parts.append(group_html_table(group))
+            parts.append(seeds_html_table(group))
             figures = [html_figure(description, path) for description, path in plots[group.key]]
             parts.append(f'<div class="figures">{"".join(figures)}</div></section>')
         parts.append(interleaved.html_section(task_comparisons, interleaved.TITLE))
@@ -161,6 +180,11 @@ def build_report(run_dirs: list[Path], out_dir: Path, comparison_dirs: list[Path
     write_atomic(written["html"], html_report(runs, groups, plots, compared))
     write_pivot_csv(groups, written["comparison_csv"])
     write_runs_csv(groups, written["runs_csv"])
+    if several_seeds(rows):
+        written["seeds_csv"] = out_dir / "seeds.csv"
+        write_seeds_csv(rows, written["seeds_csv"])
+    elif (out_dir / "seeds.csv").exists():  # an earlier report's, of rows that may be gone now
+        (out_dir / "seeds.csv").unlink()
     return written | {"plots": [path for group in groups for _, path in plots[group.key]]}
 
 

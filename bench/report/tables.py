@@ -1,5 +1,6 @@
-"""The report's tables (one per like-for-like group) and its two CSVs, on the results layer's
-column specs and renderers."""
+"""The report's tables (one per like-for-like group, and below it the group's rows summed up
+over seeds where a configuration ran several) and its CSVs, on the results layer's column specs
+and renderers."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from bench.report.derive import caption, order_key
 from bench.results import (
     COLUMNS,
     GROUP_COLUMNS,
+    SEEDS_GUIDE,
     Column,
     Group,
     format_value,
     html_table,
     markdown,
+    several_seeds,
     significant,
     thousands,
 )
@@ -76,6 +79,31 @@ def markdown_table(group: Group) -> str:
 def group_html_table(group: Group) -> str:
     return html_table(
         table_columns(group), group.rows, caption=caption(group), table_id=f"table-{group.slug}"
+    )
+
+
+def seeds_markdown_table(group: Group) -> str:
+    """The group's "over seeds" table (bench.results.seeds); "" unless a configuration in it
+    has several seeds."""
+    if not several_seeds(group.rows):
+        return ""
+    from bench.results.seeds import seed_markdown
+
+    return seed_markdown(group.rows)
+
+
+def seeds_html_table(group: Group) -> str:
+    """The same table in HTML; "" unless a configuration has several seeds."""
+    if not several_seeds(group.rows):
+        return ""
+    from bench.results.seeds import SEED_TABLE_COLUMNS, seed_records
+
+    return html_table(
+        SEED_TABLE_COLUMNS,
+        seed_records(group.rows),
+        caption=f"Over seeds: {SEEDS_GUIDE}",
+        table_id=f"seeds-{group.slug}",
+        row_class=lambda row: "",
     )
 
 

@@ -28,6 +28,11 @@ Tables (`bench.results.tables`):
     markdown(columns, rows), html_table(columns, rows, ...), text_table(columns, rows)
     GROUP_COLUMNS, group_key(row), Group, like_for_like(rows)   like-for-like groups
     markdown_table(rows)                 results.md: one table per group
+    SEED_KEY, seed_key(row), several_seeds(rows)   configurations that differ only in seed
+
+Seeds (`bench.results.seeds`, on pandas and scipy.stats): rows that differ only in seed summed up
+    aggregate_seeds(rows) -> DataFrame   one row per configuration: SEED_COLUMNS (seeds.csv)
+    seed_records(rows), seed_markdown(rows), write_seeds_csv(rows, path), SEED_TABLE_COLUMNS
     formatters: thousands, significant, compact, readable; values: number(value), text(value)
 
 Importing this package does not import pandas (the worker writes rows through it, and pandas
@@ -70,6 +75,8 @@ from bench.results.schema import (
 from bench.results.tables import (
     GROUP_COLUMNS,
     RUN_COLUMNS,
+    SEED_KEY,
+    SEEDS_GUIDE,
     Column,
     Group,
     compact,
@@ -79,12 +86,14 @@ from bench.results.tables import (
     markdown,
     markdown_table,
     readable,
+    seed_key,
+    several_seeds,
     significant,
     text_table,
     thousands,
 )
 
-# name -> the submodule that defines it; loaded on first use (it imports pandas).
+# name -> the submodule that defines it; loaded on first use (each imports pandas).
 LAZY = {
     name: "bench.results.store"
     for name in (
@@ -96,6 +105,16 @@ LAZY = {
         "read_results",
         "read_run",
         "records",
+    )
+} | {
+    name: "bench.results.seeds"
+    for name in (
+        "SEED_COLUMNS",
+        "SEED_TABLE_COLUMNS",
+        "aggregate_seeds",
+        "seed_markdown",
+        "seed_records",
+        "write_seeds_csv",
     )
 }
 
@@ -120,6 +139,8 @@ __all__ = [
     "READABLE_SCHEMA_VERSIONS",
     "REQUIRED_COLUMNS",
     "RUN_COLUMNS",
+    "SEED_KEY",
+    "SEEDS_GUIDE",
     "SCHEMA_VERSION",
     "STATUSES",
     "TEXT_COLUMNS",
@@ -145,6 +166,8 @@ __all__ = [
     "read_rows",
     "readable",
     "repair_csv",
+    "seed_key",
+    "several_seeds",
     "significant",
     "text",
     "text_table",

@@ -171,6 +171,27 @@ def like_for_like(rows: Iterable[Row]) -> list[Group]:
     return [Group(key, groups[key]) for key in sorted(groups, key=group_order)]
 
 
+# ---------------------------------------------------------------------------- seeds
+
+# What a seed does not change: rows that agree on these differ only in seed (and run).
+SEED_KEY = (*GROUP_COLUMNS, "backend", "mode", "epochs", "train_samples")
+
+
+def seed_key(row: Row) -> tuple[str, ...]:
+    """The row's configuration: its like-for-like group (threads only on the cpu), then the
+    rest of SEED_KEY as text."""
+    rest = tuple(text(row.get(name)) for name in SEED_KEY[len(GROUP_COLUMNS) :])
+    return (*group_key(row), *rest)
+
+
+def several_seeds(rows: Iterable[Row]) -> bool:
+    """Whether some configuration among the rows has rows of more than one seed."""
+    seeds: dict[tuple[str, ...], set[str]] = {}
+    for row in rows:
+        seeds.setdefault(seed_key(row), set()).add(text(row.get("seed")))
+    return any(len(found) > 1 for found in seeds.values())
+
+
 # ---------------------------------------------------------------------------- results.md
 
 RUN_COLUMNS = (
@@ -209,7 +230,9 @@ def run_notes(rows: Iterable[Row]) -> list[str]:
 def markdown_table(rows: Iterable[Row]) -> str:
     """results.md, also printed at the end of `bench run`: one table per like-for-like group,
     under a heading naming the group; ok rows fastest first, then the others, and under each
-    table why each row that is not ok is not. `rows`: dicts (typed or text) or a DataFrame."""
+    table why each row that is not ok is not; where a configuration ran several seeds, the
+    group's rows summed up over seeds below them (bench.results.seeds). `rows`: dicts (typed
+    or text) or a DataFrame."""
     if hasattr(rows, "to_dict"):  # a DataFrame
         from bench.results.store import records
 
@@ -222,5 +245,22 @@ def markdown_table(rows: Iterable[Row]) -> str:
         )
         part = f"### {group.value('task')} · {group.title}\n\n{markdown(RUN_COLUMNS, ordered, '-')}"
         notes = run_notes(ordered)
-        parts.append(part + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+        parts.append(part + ("\n" + "\n".join(notes) + "\n" if notes else "") + seeds_part(group))
     return "\n".join(parts)
+
+
+SEEDS_GUIDE = (
+    "final accuracy's mean with its 95% Student-t interval across seeds, min and max; reached: "
+    "seeds that reached the target; median to target: a seed that never reached it counts as "
+    "infinite, so it is empty unless more than half did"
+)
+
+
+def seeds_part(group: Group) -> str:
+    """The group's "over seeds" table where some configuration has several seeds, else "" (a
+    single-seed run's results.md is unchanged). Loads pandas only then."""
+    if not several_seeds(group.rows):
+        return ""
+    from bench.results.seeds import seed_markdown
+
+    return f"\nOver seeds ({SEEDS_GUIDE}):\n\n{seed_markdown(group.rows)}"
