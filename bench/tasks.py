@@ -177,10 +177,12 @@ IMDB_LSTM = TaskSpec(
     layers=text_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=0.85,
+    target_accuracy=0.83,
     target_source=(
-        "measured 2026-11-24, torch fp32 CPU seed 0: test accuracy 0.8598 after epoch 1, "
-        "0.8682 after epoch 2, 0.8618 final; target below the final accuracy"
+        "measured 2026-12-01, torch 2.13 fp32 eager CPU (AMD EPYC, 1 thread), seeds 0-4: "
+        "final test accuracy 0.8618, 0.8506, 0.8476, 0.8404, 0.8595 (mean 0.8520, 95% CI "
+        "0.8410-0.8629; best 0.8542-0.8683, seed 3 at 0.8170 after epoch 1); target a point "
+        "below the lowest final accuracy (it was 0.85, from seed 0 alone)"
     ),
     description="IMDB reviews, Embedding(20000,128)-LSTM(128)-Dense(2), last 200 tokens",
 )
