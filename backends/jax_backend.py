@@ -42,13 +42,34 @@ from bench.layers import (
     Embedding,
     Flatten,
     Layer,
+    LayerNorm,
+    MaskedMeanPool,
     MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
     layer_name,
+    model_uses_padding_mask,
+    padding_mask,
     param_shapes,
+    uses_padding_mask,
 )
 from bench.tasks import TaskSpec
 
-FLAX_PARAM_NAMES = {"embeddings": "embedding"}  # canonical name -> Flax's, where they differ
+# canonical parameter name -> its path in Flax's params under the layer, where they differ
+FLAX_PARAM_NAMES: dict[type, dict[str, tuple[str, ...]]] = {
+    Embedding: {"embeddings": ("embedding",)},
+    LayerNorm: {"gamma": ("scale",), "beta": ("bias",)},
+    MultiHeadSelfAttention: {
+        f"{projection}_{param}": (flax_name, param)
+        for projection, flax_name in (
+            ("query", "query"),
+            ("key", "key"),
+            ("value", "value"),
+            ("output", "out"),
+        )
+        for param in ("kernel", "bias")
+    },
+}
 
 Params = dict[str, dict[str, Any]]  # {layer name: {param name: array}}
 
@@ -106,14 +127,57 @@ class Model(linen.Module):
 
     @linen.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        # the padding mask, once, from the token ids, for the layers that take it
+        mask = padding_mask(x) if model_uses_padding_mask(self.layers) else None
         for index, layer in enumerate(self.layers):
             apply = FLAX_LAYERS.get(type(layer))
             if apply is None:
                 raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
-            x = apply(layer, x, layer_name(index, layer), self.dtype)
-            if getattr(layer, "activation", None) == "relu":
-                x = linen.relu(x)
+            name = layer_name(index, layer)
+            if uses_padding_mask(layer):
+                x = apply(layer, x, name, self.dtype, mask=mask)
+            else:
+                x = apply(layer, x, name, self.dtype)
+            x = FLAX_ACTIVATIONS[getattr(layer, "activation", None)](x)
         return x
+
+
+# What a layer's `activation` applies (bench.layers.ACTIVATIONS): GELU exact, not linen.gelu's
+# default tanh approximation.
+FLAX_ACTIVATIONS: dict[str | None, Callable[[jax.Array], jax.Array]] = {
+    None: lambda x: x,
+    "relu": linen.relu,
+    "gelu": lambda x: linen.gelu(x, approximate=False),
+}
+
+
+class PositionEmbed(linen.Module):
+    """A learned (seq_len, dim) table added to the input."""
+
+    dtype: Any = jnp.float32
+
+    @linen.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        table = self.param("embeddings", linen.initializers.zeros_init(), x.shape[1:])
+        return x + table.astype(self.dtype)
+
+
+def self_attention(
+    layer: MultiHeadSelfAttention, x: jax.Array, name: str, dtype: Any, mask: jax.Array
+) -> jax.Array:
+    """linen.MultiHeadDotProductAttention over x, padded keys masked (Flax puts the dtype's
+    lowest value at a masked score: a text without tokens attends uniformly, as specified)."""
+    attention = linen.MultiHeadDotProductAttention(
+        num_heads=layer.heads, dtype=dtype, deterministic=True, name=name
+    )
+    return attention(x, mask=mask[:, None, None, :])  # (batch, heads, queries, keys)
+
+
+def masked_mean_pool(
+    layer: MaskedMeanPool, x: jax.Array, name: str, dtype: Any, mask: jax.Array
+) -> jax.Array:
+    weights = mask.astype(x.dtype)[..., None]
+    return (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
 
 
 def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
@@ -128,6 +192,7 @@ def conv(layer: Conv2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
 
 # One entry per IR layer type: (layer, x, canonical name, compute dtype) -> output, called
 # inside Model's compact __call__, so the submodules it makes are named by the canonical name.
+# A layer that uses the padding mask also gets `mask=` (True at tokens, (batch, seq_len)).
 FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
     Conv2D: conv,
     MaxPool2D: max_pool,
@@ -137,6 +202,12 @@ FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
         layer.vocab_size, layer.dim, dtype=dtype, name=name
     )(x),
     LSTM: lambda layer, x, name, dtype: LastHidden(layer.units, dtype=dtype, name=name)(x),
+    PositionEmbedding: lambda layer, x, name, dtype: PositionEmbed(dtype, name=name)(x),
+    LayerNorm: lambda layer, x, name, dtype: linen.LayerNorm(
+        epsilon=layer.epsilon, dtype=dtype, name=name
+    )(x),
+    MultiHeadSelfAttention: self_attention,
+    MaskedMeanPool: masked_mean_pool,
 }
 
 
@@ -144,23 +215,36 @@ def build_module(task: TaskSpec, dtype: Any = jnp.float32) -> Model:
     return Model(layers=task.layers, dtype=dtype)
 
 
-def to_flax_layout(task: TaskSpec, weights: Weights) -> Params:
-    """Canonical `<layer>/<param>` -> Flax's nested params. The layouts already agree (HWIO
-    conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it); only nesting and
-    the embedding's name change."""
-    params: Params = {}
+def flax_paths(task: TaskSpec) -> dict[str, tuple[str, ...]]:
+    """Canonical `<layer>/<param>` -> its path in Flax's nested params."""
+    types = {layer_name(index, layer): type(layer) for index, layer in enumerate(task.layers)}
+    paths = {}
     for key in param_shapes(task.layers, task.input_shape):
         layer, param = key.split("/")
-        params.setdefault(layer, {})[FLAX_PARAM_NAMES.get(param, param)] = weights[key]
+        paths[key] = (layer, *FLAX_PARAM_NAMES.get(types[layer], {}).get(param, (param,)))
+    return paths
+
+
+def to_flax_layout(task: TaskSpec, weights: Weights) -> Params:
+    """Canonical `<layer>/<param>` -> Flax's nested params. The layouts already agree (HWIO
+    conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it, attention's
+    (dim, heads, head_dim)); only nesting and some names change (FLAX_PARAM_NAMES)."""
+    params: Params = {}
+    for key, path in flax_paths(task).items():
+        node = params
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = weights[key]
     return params
 
 
 def from_flax_layout(task: TaskSpec, params: Params) -> Weights:
     """The inverse of to_flax_layout, in the canonical key order."""
     weights = {}
-    for key in param_shapes(task.layers, task.input_shape):
-        layer, param = key.split("/")
-        value = params[layer][FLAX_PARAM_NAMES.get(param, param)]
+    for key, path in flax_paths(task).items():
+        value = params
+        for part in path:
+            value = value[part]
         weights[key] = np.ascontiguousarray(value, dtype=np.float32)
     return weights
 

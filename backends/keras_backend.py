@@ -1,4 +1,5 @@
-"""Keras 3 backend: the IR as a keras.Sequential, trained with compile + fit, on any Keras backend.
+"""Keras 3 backend: the IR as a functional keras.Model, trained with compile + fit, on any Keras
+backend.
 
 One adapter, registered three times (keras-tensorflow, keras-jax, keras-torch): the worker sets
 KERAS_BACKEND before anything imports keras, so `keras.backend.backend()` says which one runs.
@@ -34,7 +35,7 @@ the host inside a window:
               them with Python lists per step (torch's DataLoader: a blocking copy each step).
   TensorFlow  fit gets a tf.data of the epoch's sample indices (tf.data runs on the host, so a
               dataset of the images themselves would copy them through the host every step);
-              GatheringSequential.train_step gathers each step's batch on the device from the
+              GatheringModel.train_step gathers each step's batch on the device from the
               resident tensors, inside Keras' own compiled step.
 The window's device sync (keras_support's window_loss): the last loss read from its variable to
 the host on TensorFlow (the read waits for the step's kernels), jax.block_until_ready of fit's
@@ -66,7 +67,10 @@ correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embeddi
 gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
 by one, which is wrong for a token seen twice in a batch).
 The loss fit logs is a running mean over the epoch; run_steps returns the last step's own
-loss, which `LastLossSequential` keeps in a one-variable metric.
+loss, which `LastLossModel` keeps in a one-variable metric.
+The model is functional (keras.Input, each layer called in turn, as keras.Sequential builds
+it) so that the padding mask, computed once from the input token ids, reaches the layers that
+take it as a second input (`padding_mask=`; DESIGN.md, "The padding mask").
 """
 
 from __future__ import annotations
@@ -101,7 +105,22 @@ from backends.keras_windows import EpochFit, KerasThread  # noqa: E402
 from bench import data as datasets
 from bench.config import RunConfig
 from bench.init import Weights
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+from bench.layers import (
+    LSTM,
+    PAD_ID,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    MaskedMeanPool,
+    MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    layer_name,
+    model_uses_padding_mask,
+    uses_padding_mask,
+)
 from bench.tasks import TaskSpec
 
 
@@ -127,11 +146,11 @@ class Resident:
     y: object = None
 
 
-class LastLossSequential(keras.Sequential):
-    """keras.Sequential whose fit logs also carry `last_loss`: the loss of the latest step."""
+class LastLossModel(keras.Model):
+    """A functional keras.Model whose fit logs also carry `last_loss`: the latest step's loss."""
 
-    def __init__(self, layers: list[keras.Layer]) -> None:
-        super().__init__(layers)
+    def __init__(self, inputs, outputs) -> None:
+        super().__init__(inputs, outputs)
         self.last_loss = LastValue()
         self.resident = Resident()
 
@@ -153,7 +172,7 @@ class LastLossSequential(keras.Sequential):
                 variable.assign(jax.device_put(variable.value, device))
 
 
-class GatheringSequential(LastLossSequential):
+class GatheringModel(LastLossModel):
     """On TensorFlow: fit's data are each step's sample indices; the batch is gathered from the
     resident training split on the device, then Keras' own train_step runs on it."""
 
@@ -202,8 +221,67 @@ def dense_gradient(gradient):
     return gradient
 
 
+class KerasPositionEmbedding(keras.layers.Layer):
+    """A learned (seq_len, dim) table added to the input."""
+
+    def build(self, input_shape) -> None:
+        self.embeddings = self.add_weight(
+            shape=tuple(input_shape[1:]), initializer="zeros", name="embeddings"
+        )
+
+    def call(self, x):
+        return x + ops.cast(self.embeddings, x.dtype)
+
+
+class KerasSelfAttention(keras.layers.Layer):
+    """keras.layers.MultiHeadAttention as self-attention, padding keys masked out (Keras adds
+    -1e9 to a masked score, so a text without tokens attends uniformly, as specified)."""
+
+    def __init__(self, heads: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.heads = heads
+
+    def build(self, x_shape, padding_mask_shape=None) -> None:
+        key_dim = x_shape[-1] // self.heads
+        self.attention = keras.layers.MultiHeadAttention(
+            self.heads, key_dim, dtype=self.dtype_policy
+        )
+        self.attention.build(x_shape, x_shape)
+
+    def call(self, x, padding_mask):
+        return self.attention(x, x, attention_mask=padding_mask[:, None, :])
+
+
+class KerasMaskedMeanPool(keras.layers.Layer):
+    """The mean over the non-padding positions (a text without tokens pools to zeros; Keras'
+    GlobalAveragePooling1D with a mask would divide by zero there)."""
+
+    def call(self, x, padding_mask):
+        weights = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
+        return ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+
+# A Keras weight's canonical name is its variable's name, except inside a layer made of
+# sublayers: there the sublayer and variable name (the last two parts of its path) map to it.
+KERAS_PARAM_NAMES = {
+    f"{keras_name}/{param}": f"{canonical}_{param}"
+    for keras_name, canonical in (
+        ("query", "query"),
+        ("key", "key"),
+        ("value", "value"),
+        ("attention_output", "output"),
+    )
+    for param in ("kernel", "bias")
+}
+
+
+def canonical_param(variable) -> str:
+    return KERAS_PARAM_NAMES.get("/".join(variable.path.split("/")[-2:]), variable.name)
+
+
 # One builder per IR layer type: (layer, dtype policy, use_cudnn) -> the Keras layer. The
-# canonical layout is Keras' own, so weights map unchanged.
+# canonical layout is Keras' own, so weights map unchanged (KERAS_PARAM_NAMES names them).
+# A layer that uses the padding mask is called with `padding_mask=` (True at tokens).
 KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     Conv2D: lambda layer, dtype, _: keras.layers.Conv2D(
         layer.filters,
@@ -223,6 +301,12 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     LSTM: lambda layer, dtype, use_cudnn: keras.layers.LSTM(
         layer.units, dtype=dtype, use_cudnn=use_cudnn
     ),
+    PositionEmbedding: lambda layer, dtype, _: KerasPositionEmbedding(dtype=dtype),
+    LayerNorm: lambda layer, dtype, _: keras.layers.LayerNormalization(
+        epsilon=layer.epsilon, dtype=dtype
+    ),
+    MultiHeadSelfAttention: lambda layer, dtype, _: KerasSelfAttention(layer.heads, dtype=dtype),
+    MaskedMeanPool: lambda layer, dtype, _: KerasMaskedMeanPool(dtype=dtype),
 }
 
 
@@ -235,6 +319,16 @@ def build_layers(task: TaskSpec, dtype: str, use_cudnn: bool | str = "auto") -> 
             raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
         layers.append(build(layer, dtype, use_cudnn))
     return layers
+
+
+def apply_layers(task: TaskSpec, keras_layers: list[keras.Layer], inputs):
+    """The model's output from its input: each layer in turn, as keras.Sequential calls them,
+    and the padding mask (computed once from the token ids) to those that take it."""
+    x = inputs
+    mask = ops.not_equal(inputs, PAD_ID) if model_uses_padding_mask(task.layers) else None
+    for layer, keras_layer in zip(task.layers, keras_layers):
+        x = keras_layer(x, padding_mask=mask) if uses_padding_mask(layer) else keras_layer(x)
+    return x
 
 
 # What compile(jit_compile=True) is on each Keras backend, and what jit_compile=False is.
@@ -360,8 +454,8 @@ class KerasBackend(BackendBase):
         inputs = keras.Input(shape=task.input_shape, dtype=input_dtype)
         use_cudnn = lstm_use_cudnn(self.config.device, self.config.precision)
         self.keras_layers = build_layers(task, self.dtype_policy, use_cudnn)
-        model_class = GatheringSequential if FRAMEWORK == "tensorflow" else LastLossSequential
-        self.model = model_class([inputs, *self.keras_layers])
+        model_class = GatheringModel if FRAMEWORK == "tensorflow" else LastLossModel
+        self.model = model_class(inputs, apply_layers(task, self.keras_layers, inputs))
         self.load_weights(weights)
         adam = task.optimizer
         self.model.compile(
@@ -384,7 +478,7 @@ class KerasBackend(BackendBase):
     def load_weights(self, weights: Weights) -> None:
         for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
             for variable in keras_layer.weights:  # Keras' names are the canonical ones
-                value = weights[f"{layer_name(index, layer)}/{variable.name}"]
+                value = weights[f"{layer_name(index, layer)}/{canonical_param(variable)}"]
                 assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
                 variable.assign(value)
 
@@ -396,7 +490,7 @@ class KerasBackend(BackendBase):
         weights = {}
         for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
             for variable in keras_layer.weights:
-                key = f"{layer_name(index, layer)}/{variable.name}"
+                key = f"{layer_name(index, layer)}/{canonical_param(variable)}"
                 weights[key] = np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
         return weights
 

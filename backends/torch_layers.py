@@ -1,6 +1,7 @@
 """The IR in torch: one entry per layer type (TORCH_LAYERS: its module and its parameters'
-layout both ways), the model as an nn.Sequential, and the LSTM that returns its last hidden
-state, with the bf16 kernels it can run on (see backends/torch_backend.py's docstring).
+layout both ways), the model as an nn.Sequential (MaskedSequential when a layer takes the
+padding mask), and the LSTM that returns its last hidden state, with the bf16 kernels it can
+run on (see backends/torch_backend.py's docstring).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ from bench.layers import (
     Embedding,
     Flatten,
     Layer,
+    LayerNorm,
+    MaskedMeanPool,
     MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
     Shape,
     layer_name,
+    model_uses_padding_mask,
+    padding_mask,
     trace_shapes,
 )
 from bench.tasks import TaskSpec
@@ -114,6 +121,81 @@ def choose_lstm_implementation(device: torch.device, dtype: torch.dtype, feature
     return "loop"
 
 
+MASKED_SCORE = -1e9  # added to a padding key's score (bench/layers.py's MultiHeadSelfAttention)
+
+
+class MaskedSequential(nn.Sequential):
+    """nn.Sequential that computes the padding mask once from its input token ids and hands it
+    to every module that takes one (`takes_padding_mask`); the state_dict is nn.Sequential's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = padding_mask(x)
+        for module in self:
+            x = module(x, mask) if getattr(module, "takes_padding_mask", False) else module(x)
+        return x
+
+
+class TorchPositionEmbedding(nn.Module):
+    def __init__(self, seq_len: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(seq_len, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight.to(x.dtype)
+
+
+class TorchSelfAttention(nn.Module):
+    """nn.MultiheadAttention as self-attention, padded keys masked by an additive float mask
+    (-1e9; a boolean key_padding_mask would be -inf, NaN for a text without any token)."""
+
+    takes_padding_mask = True
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        key_padding = torch.zeros(mask.shape, dtype=x.dtype, device=x.device)
+        key_padding = key_padding.masked_fill(~mask, MASKED_SCORE)
+        return self.attention(x, x, x, key_padding_mask=key_padding, need_weights=False)[0]
+
+
+class TorchMaskedMeanPool(nn.Module):
+    takes_padding_mask = True
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.to(x.dtype).unsqueeze(-1)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def attention_to_torch(layer: MultiHeadSelfAttention, params: Weights, _) -> Weights:
+    """(dim, heads, head_dim) kernels -> nn.MultiheadAttention's packed in_proj (3 * dim, dim),
+    q, k, v stacked, each (out, in); heads are contiguous blocks of head_dim in both."""
+    dim = params["output_bias"].shape[0]
+    kernels = [params[f"{p}_kernel"].reshape(dim, dim).T for p in ("query", "key", "value")]
+    biases = [params[f"{p}_bias"].reshape(dim) for p in ("query", "key", "value")]
+    return {
+        "attention.in_proj_weight": np.concatenate(kernels, axis=0),
+        "attention.in_proj_bias": np.concatenate(biases),
+        "attention.out_proj.weight": params["output_kernel"].reshape(dim, dim).T,
+        "attention.out_proj.bias": params["output_bias"],
+    }
+
+
+def attention_from_torch(layer: MultiHeadSelfAttention, state: Weights, _) -> Weights:
+    dim = state["attention.out_proj.bias"].shape[0]
+    heads, head_dim = layer.heads, dim // layer.heads
+    kernels = np.split(state["attention.in_proj_weight"], 3, axis=0)
+    biases = np.split(state["attention.in_proj_bias"], 3)
+    params = {}
+    for projection, kernel, bias in zip(("query", "key", "value"), kernels, biases):
+        params[f"{projection}_kernel"] = kernel.T.reshape(dim, heads, head_dim)
+        params[f"{projection}_bias"] = bias.reshape(heads, head_dim)
+    params["output_kernel"] = state["attention.out_proj.weight"].T.reshape(heads, head_dim, dim)
+    params["output_bias"] = state["attention.out_proj.bias"]
+    return params
+
+
 @dataclass(frozen=True)
 class TorchLayer:
     """How one IR layer type becomes torch: its module, and its parameters' layout both ways.
@@ -184,6 +266,28 @@ TORCH_LAYERS: dict[type, TorchLayer] = {
     LSTM: TorchLayer(
         lambda layer, shape: LastHidden(shape[-1], layer.units), lstm_to_torch, lstm_from_torch
     ),
+    PositionEmbedding: TorchLayer(
+        lambda layer, shape: TorchPositionEmbedding(*shape),
+        lambda layer, p, _: {"weight": p["embeddings"]},
+        lambda layer, s, _: {"embeddings": s["weight"]},
+    ),
+    LayerNorm: TorchLayer(
+        lambda layer, shape: nn.LayerNorm(shape[-1], eps=layer.epsilon),
+        lambda layer, p, _: {"weight": p["gamma"], "bias": p["beta"]},
+        lambda layer, s, _: {"gamma": s["weight"], "beta": s["bias"]},
+    ),
+    MultiHeadSelfAttention: TorchLayer(
+        lambda layer, shape: TorchSelfAttention(shape[-1], layer.heads),
+        attention_to_torch,
+        attention_from_torch,
+    ),
+    MaskedMeanPool: TorchLayer(lambda layer, shape: TorchMaskedMeanPool()),
+}
+
+# The module after a layer whose `activation` names one (bench.layers.ACTIVATIONS); GELU exact.
+TORCH_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": lambda: nn.GELU(approximate="none"),
 }
 
 
@@ -198,9 +302,11 @@ def build_module(task: TaskSpec) -> nn.Sequential:
     modules: list[nn.Module] = []
     for layer, (in_shape, _) in zip(task.layers, trace_shapes(task.layers, task.input_shape)):
         modules.append(torch_layer(layer).build(layer, in_shape))
-        if getattr(layer, "activation", None) == "relu":
-            modules.append(nn.ReLU())
-    return nn.Sequential(*modules)
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            modules.append(TORCH_ACTIVATIONS[activation]())
+    sequential = MaskedSequential if model_uses_padding_mask(task.layers) else nn.Sequential
+    return sequential(*modules)
 
 
 def flatten_source(task: TaskSpec, index: int) -> Shape | None:
@@ -247,5 +353,5 @@ def _sequential_names(task: TaskSpec) -> dict[int, str]:
     names, position = {}, 0
     for index, layer in enumerate(task.layers):
         names[index] = str(position)
-        position += 2 if getattr(layer, "activation", None) == "relu" else 1
+        position += 1 if getattr(layer, "activation", None) is None else 2
     return names

@@ -5,18 +5,36 @@ load), so all frameworks start from bit-identical float32 weights. The schemes a
 defaults, written out here so no framework's initializer is involved:
   Conv2D / Dense kernels: Glorot uniform; biases: zeros;
   Embedding: uniform(-0.05, 0.05);
-  LSTM: kernel Glorot uniform, recurrent kernel orthogonal, bias zeros with the forget gate at 1.
+  LSTM: kernel Glorot uniform, recurrent kernel orthogonal, bias zeros with the forget gate at 1;
+  PositionEmbedding: uniform(-0.05, 0.05), as Keras' Embedding; LayerNorm: gamma ones, beta
+  zeros (every framework's default);
+  MultiHeadSelfAttention: each kernel Glorot uniform with the fans of the (dim, dim) matrix it
+  is (Keras would take the fans of its 3-d shape, which weighs heads and head_dim unevenly),
+  biases zeros.
 Each layer draws from its own generator seeded with (seed, layer index), so adding a layer
 never changes the weights of the layers before it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Layer, Shape, layer_name, trace_shapes
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Layer,
+    LayerNorm,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    Shape,
+    layer_name,
+    trace_shapes,
+)
 
 Weights = dict[str, np.ndarray]
 
@@ -43,8 +61,31 @@ def dense_like(rng: np.random.Generator, layer: Conv2D | Dense, shapes: dict) ->
     return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
 
 
-def embedding(rng: np.random.Generator, layer: Embedding, shapes: dict) -> Weights:
+def embedding(
+    rng: np.random.Generator, layer: Embedding | PositionEmbedding, shapes: dict
+) -> Weights:
     return {"embeddings": rng.uniform(-0.05, 0.05, size=shapes["embeddings"]).astype(np.float32)}
+
+
+def layer_norm(rng: np.random.Generator, layer: LayerNorm, shapes: dict) -> Weights:
+    return {
+        "gamma": np.ones(shapes["gamma"], np.float32),
+        "beta": np.zeros(shapes["beta"], np.float32),
+    }
+
+
+def self_attention(
+    rng: np.random.Generator, layer: MultiHeadSelfAttention, shapes: dict
+) -> Weights:
+    """Each kernel is a (dim, dim) projection in a 3-d layout: Glorot over dim and dim."""
+    weights = {}
+    for name, shape in shapes.items():
+        if name.endswith("kernel"):
+            dim = math.isqrt(math.prod(shape))  # dim * heads * head_dim = dim * dim
+            weights[name] = glorot_uniform(rng, shape, dim, dim)
+        else:
+            weights[name] = np.zeros(shape, np.float32)
+    return weights
 
 
 def lstm(rng: np.random.Generator, layer: LSTM, shapes: dict) -> Weights:
@@ -65,6 +106,9 @@ INITIALIZERS: dict[type, Callable[[np.random.Generator, Layer, dict], Weights]] 
     Dense: dense_like,
     Embedding: embedding,
     LSTM: lstm,
+    PositionEmbedding: embedding,
+    LayerNorm: layer_norm,
+    MultiHeadSelfAttention: self_attention,
 }
 
 

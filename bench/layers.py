@@ -7,15 +7,28 @@ Backends build each layer once in their framework; `bench/init.py` makes the wei
 Canonical layout (DESIGN.md, fairness invariant 2):
   activations NHWC; Conv2D kernel HWIO (kh, kw, in, out); Dense kernel (in, out);
   LSTM kernel (in, 4*units) and recurrent_kernel (units, 4*units), gates in the order i, f, g, o,
-  one bias (4*units,); Embedding table (vocab, dim); Flatten flattens H, W, C in that order.
+  one bias (4*units,); Embedding table (vocab, dim); Flatten flattens H, W, C in that order;
+  PositionEmbedding table (seq_len, dim); LayerNorm gamma and beta (dim,); self-attention
+  query/key/value kernels (dim, heads, head_dim) and biases (heads, head_dim), output kernel
+  (heads, head_dim, dim) and bias (dim,) (Keras' and Flax's own layout).
 
-FLOPs count a multiply-add as 2 and ignore activations, pooling and the loss.
+Text inputs are token ids, 0 being padding (bench/data/text.py). Layers whose
+`uses_padding_mask` is true (self-attention, the masked mean pool) also take the padding mask,
+`tokens != PAD_ID`, which a backend's model computes once from its input (DESIGN.md, "The
+padding mask").
+
+FLOPs count a multiply-add as 2 and count matrix products only (convolutions, dense layers, the
+LSTM's, attention's): activations, normalization, pooling, additions and the loss are left out,
+as torch.utils.flop_counter counts (tests/test_flops.py holds the two together).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
+
+from bench.data.registry import PAD_ID
 
 Shape = tuple[int, ...]
 
@@ -73,7 +86,7 @@ class Flatten:
 @dataclass(frozen=True)
 class Dense:
     units: int
-    activation: str | None = None  # None (logits) or "relu"
+    activation: str | None = None  # None (logits), "relu" or "gelu" (ACTIVATIONS)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape[:-1], self.units)
@@ -125,7 +138,131 @@ class LSTM:
         return 2 * seq_len * (features + self.units) * 4 * self.units
 
 
-Layer = Conv2D | MaxPool2D | Flatten | Dense | Embedding | LSTM
+@dataclass(frozen=True)
+class PositionEmbedding:
+    """Learned absolute position embeddings: row t of a (seq_len, dim) table is added to the
+    input at position t. Text is front-padded, so a short text's tokens sit at the last
+    positions, as a Keras pad_sequences model sees them."""
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"embeddings": tuple(input_shape)}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0  # an addition
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """Layer normalization over the last axis: gamma * (x - mean) / sqrt(var + epsilon) + beta,
+    with the biased variance and epsilon inside the square root, as torch (nn.LayerNorm), Flax
+    (linen.LayerNorm) and Keras (LayerNormalization) all place it; each backend is given this
+    epsilon explicitly (their defaults differ: 1e-5, 1e-6, 1e-3)."""
+
+    epsilon: float = 1e-5
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"gamma": (input_shape[-1],), "beta": (input_shape[-1],)}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0  # elementwise
+
+
+@dataclass(frozen=True)
+class MultiHeadSelfAttention:
+    """Multi-head self-attention over (seq_len, dim), padded keys masked out.
+
+    q, k, v = x @ kernel + bias per head (head_dim = dim // heads); scores q.k / sqrt(head_dim);
+    a padding key's score is replaced by a very negative number (-1e9 added, or the dtype's
+    lowest value: the same softmax in fp32) before the softmax over the keys; heads concatenated
+    and projected by the output kernel. A text without any token (SST-2's training split holds
+    two) so attends uniformly over its padding, finite in every framework; queries at padding
+    positions are computed like any other and dropped by the masked mean pool.
+    """
+
+    heads: int
+    uses_padding_mask: ClassVar[bool] = True
+
+    def head_dim(self, input_shape: Shape) -> int:
+        dim = input_shape[-1]
+        if dim % self.heads:
+            raise ValueError(f"width {dim} is not a multiple of {self.heads} heads")
+        return dim // self.heads
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        dim, heads, head_dim = input_shape[-1], self.heads, self.head_dim(input_shape)
+        shapes: dict[str, Shape] = {}
+        for projection in ("query", "key", "value"):
+            shapes[f"{projection}_kernel"] = (dim, heads, head_dim)
+            shapes[f"{projection}_bias"] = (heads, head_dim)
+        shapes["output_kernel"] = (heads, head_dim, dim)
+        shapes["output_bias"] = (dim,)
+        return shapes
+
+    def flops(self, input_shape: Shape) -> int:
+        seq_len, dim = input_shape
+        projections = 4 * 2 * seq_len * dim * dim  # query, key, value, output
+        attention = 2 * 2 * seq_len * seq_len * dim  # scores, then the weighted sum of values
+        return projections + attention
+
+
+@dataclass(frozen=True)
+class MaskedMeanPool:
+    """The mean over the sequence axis of the non-padding positions: (seq_len, dim) -> (dim,).
+    A text without any token pools to zeros (the count is clipped to at least 1)."""
+
+    uses_padding_mask: ClassVar[bool] = True
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (input_shape[-1],)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0  # pooling
+
+
+Layer = (
+    Conv2D
+    | MaxPool2D
+    | Flatten
+    | Dense
+    | Embedding
+    | LSTM
+    | PositionEmbedding
+    | LayerNorm
+    | MultiHeadSelfAttention
+    | MaskedMeanPool
+)
+
+# The activations a layer's `activation` may name. GELU is the exact one, x * Phi(x) with the
+# normal CDF from erf: torch's nn.GELU and Keras' gelu default to it; Flax's linen.gelu defaults
+# to the tanh approximation, so the JAX backend asks for approximate=False.
+ACTIVATIONS = (None, "relu", "gelu")
+
+
+def uses_padding_mask(layer: Layer) -> bool:
+    """Whether `layer` takes the padding mask beside its input."""
+    return getattr(layer, "uses_padding_mask", False)
+
+
+def model_uses_padding_mask(layers: tuple[Layer, ...]) -> bool:
+    return any(uses_padding_mask(layer) for layer in layers)
+
+
+def padding_mask(tokens):
+    """True at the real tokens, False at padding: `tokens != PAD_ID`, for numpy arrays and any
+    framework's tensors alike."""
+    return tokens != PAD_ID
 
 
 def layer_name(index: int, layer: Layer) -> str:

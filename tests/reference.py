@@ -7,8 +7,24 @@ that agrees with it maps flatten order, kernel layout and LSTM gates the way the
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import erf
 
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    MaskedMeanPool,
+    MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    layer_name,
+    padding_mask,
+)
+
+MASKED_SCORE = -1e9  # added to a padding key's attention score (bench/layers.py)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -45,10 +61,40 @@ def lstm_last(x: np.ndarray, kernel, recurrent, bias) -> np.ndarray:
     return hidden
 
 
-def forward(layers, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """Logits in float64 for a batch x (images NHWC float, or token ids)."""
+def layer_norm(x: np.ndarray, gamma, beta, epsilon: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = x.var(axis=-1, keepdims=True)  # biased
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+def self_attention(x: np.ndarray, mask: np.ndarray | None, w: dict, name: str) -> np.ndarray:
+    """x (N, T, D), mask (N, T) True at tokens; kernels (D, H, hd), output kernel (H, hd, D)."""
+    q, k, v = (
+        np.einsum("ntd,dhe->nhte", x, w[f"{name}/{p}_kernel"]) + w[f"{name}/{p}_bias"][:, None]
+        for p in ("query", "key", "value")
+    )
+    scores = np.einsum("nhqe,nhke->nhqk", q, k) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores + np.where(mask[:, None, None, :], 0.0, MASKED_SCORE)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probabilities = scores / scores.sum(axis=-1, keepdims=True)
+    heads = np.einsum("nhqk,nhke->nqhe", probabilities, v)
+    return np.einsum("nqhe,hed->nqd", heads, w[f"{name}/output_kernel"]) + w[f"{name}/output_bias"]
+
+
+def masked_mean(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    weights = np.ones(x.shape[:2]) if mask is None else mask.astype(np.float64)
+    return (x * weights[..., None]).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)[:, None]
+
+
+def forward(
+    layers, weights: dict[str, np.ndarray], x: np.ndarray, use_mask: bool = True
+) -> np.ndarray:
+    """Logits in float64 for a batch x (images NHWC float, or token ids). `use_mask=False`
+    ignores the padding mask (what a backend that dropped it would compute: tests only)."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     h = x if x.dtype.kind in "iu" else x.astype(np.float64)
+    mask = padding_mask(x) if use_mask and x.dtype.kind in "iu" else None
     for index, layer in enumerate(layers):
         name = layer_name(index, layer)
         if isinstance(layer, Conv2D):
@@ -63,11 +109,25 @@ def forward(layers, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray
             h = w[f"{name}/embeddings"][h]
         elif isinstance(layer, LSTM):
             h = lstm_last(h, w[f"{name}/kernel"], w[f"{name}/recurrent_kernel"], w[f"{name}/bias"])
+        elif isinstance(layer, PositionEmbedding):
+            h = h + w[f"{name}/embeddings"]
+        elif isinstance(layer, LayerNorm):
+            h = layer_norm(h, w[f"{name}/gamma"], w[f"{name}/beta"], layer.epsilon)
+        elif isinstance(layer, MultiHeadSelfAttention):
+            h = self_attention(h, mask, w, name)
+        elif isinstance(layer, MaskedMeanPool):
+            h = masked_mean(h, mask)
         else:
             raise NotImplementedError(type(layer).__name__)
-        if getattr(layer, "activation", None) == "relu":
-            h = np.maximum(h, 0.0)
+        h = ACTIVATIONS[getattr(layer, "activation", None)](h)
     return h
+
+
+ACTIVATIONS = {
+    None: lambda h: h,
+    "relu": lambda h: np.maximum(h, 0.0),
+    "gelu": lambda h: 0.5 * h * (1.0 + erf(h / np.sqrt(2.0))),  # exact GELU
+}
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -77,7 +137,9 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def tiny_dataset(task, train: int = 256, test: int = 128, seed: int = 0):
-    """A small random dataset with the task's shapes (class-dependent, so it is learnable)."""
+    """A small random dataset with the task's shapes (class-dependent, so it is learnable).
+    Texts are front-padded to random lengths, and each split's first text is all padding (SST-2
+    has such texts), so every padding mask is exercised."""
     from bench.data import DATASETS, Dataset
 
     info = DATASETS[task.dataset]
@@ -88,6 +150,9 @@ def tiny_dataset(task, train: int = 256, test: int = 128, seed: int = 0):
         if info.kind == "text":
             x = rng.integers(2, info.vocab_size, (count, *info.input_shape)).astype(np.int32)
             x[:, -1] = labels + 2  # the last token gives the class away
+            lengths = rng.integers(1, info.input_shape[0] + 1, count)
+            lengths[0] = 0
+            x[np.arange(info.input_shape[0]) < (info.input_shape[0] - lengths)[:, None]] = 0
         else:
             x = rng.random((count, *info.input_shape), dtype=np.float32)
             x[:, :4, :4, :] = labels[:, None, None, None] / info.num_classes
