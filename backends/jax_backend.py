@@ -55,12 +55,14 @@ from bench.layers import (
 )
 from bench.tasks import TaskSpec
 
-# canonical parameter name -> its path in Flax's params under the layer, where they differ
-FLAX_PARAM_NAMES: dict[type, dict[str, tuple[str, ...]]] = {
-    Embedding: {"embeddings": ("embedding",)},
-    LayerNorm: {"gamma": ("scale",), "beta": ("bias",)},
-    MultiHeadSelfAttention: {
-        f"{projection}_{param}": (flax_name, param)
+# canonical name -> Flax's, where they differ; a "/" in Flax's name nests it one level deeper
+# (attention's projections are submodules of linen.MultiHeadDotProductAttention)
+FLAX_PARAM_NAMES = {
+    "embeddings": "embedding",
+    "gamma": "scale",
+    "beta": "bias",
+    **{
+        f"{projection}_{param}": f"{flax_name}/{param}"
         for projection, flax_name in (
             ("query", "query"),
             ("key", "key"),
@@ -158,7 +160,7 @@ class PositionEmbed(linen.Module):
 
     @linen.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        table = self.param("embeddings", linen.initializers.zeros_init(), x.shape[1:])
+        table = self.param("embedding", linen.initializers.zeros_init(), x.shape[1:])
         return x + table.astype(self.dtype)
 
 
@@ -217,11 +219,10 @@ def build_module(task: TaskSpec, dtype: Any = jnp.float32) -> Model:
 
 def flax_paths(task: TaskSpec) -> dict[str, tuple[str, ...]]:
     """Canonical `<layer>/<param>` -> its path in Flax's nested params."""
-    types = {layer_name(index, layer): type(layer) for index, layer in enumerate(task.layers)}
     paths = {}
     for key in param_shapes(task.layers, task.input_shape):
-        layer, param = key.split("/")
-        paths[key] = (layer, *FLAX_PARAM_NAMES.get(types[layer], {}).get(param, (param,)))
+        *path, param = key.split("/")
+        paths[key] = (*path, *FLAX_PARAM_NAMES.get(param, param).split("/"))
     return paths
 
 
