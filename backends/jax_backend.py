@@ -43,6 +43,7 @@ from bench.layers import (
     Flatten,
     Layer,
     MaxPool2D,
+    Residual,
     layer_name,
     param_shapes,
 )
@@ -98,22 +99,42 @@ class LastHidden(linen.Module):
         return hidden
 
 
-class Model(linen.Module):
-    """The task's IR layers in order; each submodule is named by its canonical layer name."""
+class Chain(linen.Module):
+    """IR layers in order; each submodule is named by its canonical layer name. The model is
+    one, and so is each branch of a Residual (named `body` / `shortcut`), so the parameter tree
+    nests as the canonical names do: `3_residual/body/0_conv2d/kernel`."""
 
     layers: tuple[Layer, ...]
     dtype: Any = jnp.float32  # compute dtype; parameters are always fp32
 
     @linen.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for index, layer in enumerate(self.layers):
-            apply = FLAX_LAYERS.get(type(layer))
-            if apply is None:
+            name = layer_name(index, layer)
+            if type(layer) in FLAX_TRAINING_LAYERS:
+                x = FLAX_TRAINING_LAYERS[type(layer)](layer, x, name, self.dtype, train)
+            elif type(layer) in FLAX_LAYERS:
+                x = FLAX_LAYERS[type(layer)](layer, x, name, self.dtype)
+            else:
                 raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
-            x = apply(layer, x, layer_name(index, layer), self.dtype)
             if getattr(layer, "activation", None) == "relu":
                 x = linen.relu(x)
         return x
+
+
+Model = Chain  # the task's whole chain
+
+
+class FlaxResidual(linen.Module):
+    """body(x) + shortcut(x); an empty shortcut Chain is the identity."""
+
+    layer: Residual
+    dtype: Any = jnp.float32
+
+    @linen.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        body = Chain(self.layer.body, self.dtype, name="body")(x, train)
+        return body + Chain(self.layer.shortcut, self.dtype, name="shortcut")(x, train)
 
 
 def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
@@ -140,6 +161,13 @@ FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
 }
 
 
+# Layers whose output depends on training or that hold layers which may:
+# (layer, x, canonical name, compute dtype, train) -> output.
+FLAX_TRAINING_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any, bool], jax.Array]] = {
+    Residual: lambda layer, x, name, dtype, train: FlaxResidual(layer, dtype, name=name)(x, train),
+}
+
+
 def build_module(task: TaskSpec, dtype: Any = jnp.float32) -> Model:
     return Model(layers=task.layers, dtype=dtype)
 
@@ -150,8 +178,11 @@ def to_flax_layout(task: TaskSpec, weights: Weights) -> Params:
     the embedding's name change."""
     params: Params = {}
     for key in param_shapes(task.layers, task.input_shape):
-        layer, param = key.split("/")
-        params.setdefault(layer, {})[FLAX_PARAM_NAMES.get(param, param)] = weights[key]
+        *path, param = key.split("/")
+        node = params
+        for part in path:  # a Residual's weights nest one level per path part
+            node = node.setdefault(part, {})
+        node[FLAX_PARAM_NAMES.get(param, param)] = weights[key]
     return params
 
 
@@ -159,9 +190,11 @@ def from_flax_layout(task: TaskSpec, params: Params) -> Weights:
     """The inverse of to_flax_layout, in the canonical key order."""
     weights = {}
     for key in param_shapes(task.layers, task.input_shape):
-        layer, param = key.split("/")
-        value = params[layer][FLAX_PARAM_NAMES.get(param, param)]
-        weights[key] = np.ascontiguousarray(value, dtype=np.float32)
+        *path, param = key.split("/")
+        node = params
+        for part in path:
+            node = node[part]
+        weights[key] = np.ascontiguousarray(node[FLAX_PARAM_NAMES.get(param, param)], np.float32)
     return weights
 
 

@@ -101,7 +101,17 @@ from backends.keras_windows import EpochFit, KerasThread  # noqa: E402
 from bench import data as datasets
 from bench.config import RunConfig
 from bench.init import Weights
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    Residual,
+    layer_name,
+)
 from bench.tasks import TaskSpec
 
 
@@ -202,6 +212,44 @@ def dense_gradient(gradient):
     return gradient
 
 
+class KerasResidual(keras.layers.Layer):
+    """activation(body(x) + shortcut(x)) over two lists of Keras layers (an empty shortcut is
+    the identity); `training` reaches every sublayer, as Sequential passes it to its own."""
+
+    def __init__(self, body: list, shortcut: list, activation: str | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.body_layers = body
+        self.shortcut_layers = shortcut
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape) -> None:
+        for chain in (self.body_layers, self.shortcut_layers):
+            shape = input_shape
+            for layer in chain:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self.body_layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def call(self, x, training=None):
+        body, shortcut = x, x
+        for layer in self.body_layers:
+            body = layer(body, training=training)
+        for layer in self.shortcut_layers:
+            shortcut = layer(shortcut, training=training)
+        return self.activation(ops.add(body, shortcut))
+
+
+def keras_residual(layer: Residual, dtype: str, use_cudnn: bool | str) -> KerasResidual:
+    body = build_chain(layer.body, dtype, use_cudnn)
+    shortcut = build_chain(layer.shortcut, dtype, use_cudnn)
+    return KerasResidual(body, shortcut, layer.activation, dtype=dtype)
+
+
 # One builder per IR layer type: (layer, dtype policy, use_cudnn) -> the Keras layer. The
 # canonical layout is Keras' own, so weights map unchanged.
 KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
@@ -223,18 +271,37 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     LSTM: lambda layer, dtype, use_cudnn: keras.layers.LSTM(
         layer.units, dtype=dtype, use_cudnn=use_cudnn
     ),
+    Residual: keras_residual,
 }
 
 
 def build_layers(task: TaskSpec, dtype: str, use_cudnn: bool | str = "auto") -> list[keras.Layer]:
     """The IR as Keras layers."""
-    layers = []
-    for layer in task.layers:
+    return build_chain(task.layers, dtype, use_cudnn)
+
+
+def build_chain(layers: tuple[Layer, ...], dtype: str, use_cudnn: bool | str) -> list[keras.Layer]:
+    built = []
+    for layer in layers:
         build = KERAS_LAYERS.get(type(layer))
         if build is None:
             raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
-        layers.append(build(layer, dtype, use_cudnn))
-    return layers
+        built.append(build(layer, dtype, use_cudnn))
+    return built
+
+
+def canonical_variables(layers: tuple[Layer, ...], keras_layers: list, prefix: str = ""):
+    """(canonical name, Keras variable) of every weight, in the canonical order: a Keras
+    variable is named as the canonical parameter, and a Residual's are found under its path."""
+    for index, (layer, keras_layer) in enumerate(zip(layers, keras_layers)):
+        name = f"{prefix}{layer_name(index, layer)}"
+        if isinstance(layer, Residual):
+            yield from canonical_variables(layer.body, keras_layer.body_layers, f"{name}/body/")
+            chain = keras_layer.shortcut_layers
+            yield from canonical_variables(layer.shortcut, chain, f"{name}/shortcut/")
+            continue
+        for variable in keras_layer.weights:
+            yield f"{name}/{variable.name}", variable
 
 
 # What compile(jit_compile=True) is on each Keras backend, and what jit_compile=False is.
@@ -382,23 +449,20 @@ class KerasBackend(BackendBase):
         self.test_labels = data.y_test
 
     def load_weights(self, weights: Weights) -> None:
-        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
-            for variable in keras_layer.weights:  # Keras' names are the canonical ones
-                value = weights[f"{layer_name(index, layer)}/{variable.name}"]
-                assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
-                variable.assign(value)
+        for key, variable in canonical_variables(self.task.layers, self.keras_layers):
+            value = weights[key]
+            assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
+            variable.assign(value)
 
     def get_weights(self) -> Weights:
         self.end_fit()
         return self.on_keras_thread(self.read_weights)
 
     def read_weights(self) -> Weights:
-        weights = {}
-        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
-            for variable in keras_layer.weights:
-                key = f"{layer_name(index, layer)}/{variable.name}"
-                weights[key] = np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
-        return weights
+        return {
+            key: np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
+            for key, variable in canonical_variables(self.task.layers, self.keras_layers)
+        }
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
         """The epoch's order (on the device for JAX and torch, whose steps slice it there; on

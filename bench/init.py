@@ -7,7 +7,9 @@ defaults, written out here so no framework's initializer is involved:
   Embedding: uniform(-0.05, 0.05);
   LSTM: kernel Glorot uniform, recurrent kernel orthogonal, bias zeros with the forget gate at 1.
 Each layer draws from its own generator seeded with (seed, layer index), so adding a layer
-never changes the weights of the layers before it.
+never changes the weights of the layers before it; a layer inside a Residual is seeded with its
+path, (seed, block index, branch + 1, index in the branch + 1, ...): the +1s keep a nested
+path from ending in 0, which SeedSequence would not tell apart from the shorter path.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Layer, Shape, layer_name, trace_shapes
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Layer,
+    Residual,
+    Shape,
+    layer_name,
+    trace_shapes,
+)
 
 Weights = dict[str, np.ndarray]
 
@@ -79,11 +91,30 @@ def layer_weights(rng: np.random.Generator, layer: Layer, input_shape: Shape) ->
 
 def initial_weights(layers: tuple[Layer, ...], input_shape: Shape, seed: int) -> Weights:
     """`<layer name>/<param>` -> float32 array in the canonical layout, in layer order."""
+    return chain_weights(layers, input_shape, [seed])
+
+
+def chain_weights(layers: tuple[Layer, ...], input_shape: Shape, path: list[int]) -> Weights:
+    """The weights of a chain whose generators are seeded with `path` + (index,)."""
     weights: Weights = {}
+    nested = len(path) > 1  # inside a Residual: indices count from 1 (module docstring)
     for index, (layer, (in_shape, _)) in enumerate(zip(layers, trace_shapes(layers, input_shape))):
-        rng = np.random.default_rng([seed, index])
-        for param, value in layer_weights(rng, layer, in_shape).items():
+        layer_path = [*path, index + nested]
+        if isinstance(layer, Residual):
+            params = residual_weights(layer, in_shape, layer_path)
+        else:
+            params = layer_weights(np.random.default_rng(layer_path), layer, in_shape)
+        for param, value in params.items():
             weights[f"{layer_name(index, layer)}/{param}"] = value
+    return weights
+
+
+def residual_weights(layer: Residual, input_shape: Shape, path: list[int]) -> Weights:
+    """`body/...` then `shortcut/...`, each chain seeded below the block's own path."""
+    weights: Weights = {}
+    for number, (branch, layers) in enumerate(layer.branches(), start=1):
+        for key, value in chain_weights(layers, input_shape, [*path, number]).items():
+            weights[f"{branch}/{key}"] = value
     return weights
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, Residual, layer_name
+from bench.tasks import TaskSpec
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -48,9 +49,13 @@ def lstm_last(x: np.ndarray, kernel, recurrent, bias) -> np.ndarray:
 def forward(layers, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """Logits in float64 for a batch x (images NHWC float, or token ids)."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
-    h = x if x.dtype.kind in "iu" else x.astype(np.float64)
+    return chain(layers, w, x if x.dtype.kind in "iu" else x.astype(np.float64))
+
+
+def chain(layers, w: dict[str, np.ndarray], h: np.ndarray, prefix: str = "") -> np.ndarray:
+    """Layers in order; a weight is found by its path (`prefix` inside a Residual)."""
     for index, layer in enumerate(layers):
-        name = layer_name(index, layer)
+        name = prefix + layer_name(index, layer)
         if isinstance(layer, Conv2D):
             h = conv2d_valid(h, w[f"{name}/kernel"], w[f"{name}/bias"])
         elif isinstance(layer, MaxPool2D):
@@ -63,6 +68,9 @@ def forward(layers, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray
             h = w[f"{name}/embeddings"][h]
         elif isinstance(layer, LSTM):
             h = lstm_last(h, w[f"{name}/kernel"], w[f"{name}/recurrent_kernel"], w[f"{name}/bias"])
+        elif isinstance(layer, Residual):
+            body = chain(layer.body, w, h, f"{name}/body/")
+            h = body + chain(layer.shortcut, w, h, f"{name}/shortcut/")
         else:
             raise NotImplementedError(type(layer).__name__)
         if getattr(layer, "activation", None) == "relu":
@@ -96,3 +104,43 @@ def tiny_dataset(task, train: int = 256, test: int = 128, seed: int = 0):
     x_train, y_train = split(train)
     x_test, y_test = split(test)
     return Dataset(info, x_train, y_train, x_test, y_test, synthetic=True, source="tests")
+
+
+# Tasks the parity and contract probes run besides bench.tasks.TASKS: small models that cover
+# layers no benchmark task uses yet, or a benchmark model at a size the default test run affords.
+TEST_TASKS = {
+    task.name: task
+    for task in (
+        TaskSpec(
+            name="test_tiny_residual",
+            dataset="mnist",
+            layers=(
+                Conv2D(8, 3),
+                Residual(
+                    (Conv2D(8, 3), Conv2D(8, 1, activation=None)),
+                    shortcut=(Conv2D(8, 3, activation=None),),
+                    activation="relu",
+                ),
+                MaxPool2D(2),
+                Residual(
+                    (Flatten(), Dense(16)), shortcut=(Flatten(), Dense(16)), activation="relu"
+                ),
+                Residual((Dense(16, activation="relu"), Dense(16))),  # identity shortcut
+                Dense(10),
+            ),
+            batch_size=16,
+            epochs=1,
+            target_accuracy=None,
+            target_source="none: a test task (residual blocks: projection, flatten, identity)",
+        ),
+    )
+}
+
+
+def probe_tasks() -> dict:
+    """The tasks a probe runs: the registry's and TEST_TASKS, which it registers in TASKS (the
+    probe's own process only) so that create_backend finds them by name."""
+    from bench.tasks import TASKS
+
+    TASKS.update(TEST_TASKS)
+    return dict(TASKS)

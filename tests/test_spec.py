@@ -8,7 +8,18 @@ import pytest
 
 from bench.data import DATASETS
 from bench.init import epoch_permutation, initial_weights
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, param_shapes
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    MaxPool2D,
+    Residual,
+    forward_flops,
+    param_shapes,
+    trace_shapes,
+)
 from bench.tasks import TASKS, get_task
 
 # Parameter counts worked out by hand from the layer sizes.
@@ -120,3 +131,61 @@ def test_epoch_permutations():
     np.testing.assert_array_equal(first, epoch_permutation(0, 0, 1000))
     assert not np.array_equal(first, epoch_permutation(0, 1, 1000))
     assert not np.array_equal(first, epoch_permutation(1, 0, 1000))
+
+
+RESIDUAL_NET = (
+    Conv2D(4, 3),
+    Residual((Conv2D(4, 1), Conv2D(4, 1, activation=None)), activation="relu"),
+    Residual((Flatten(), Dense(6)), shortcut=(Flatten(), Dense(6))),
+    Dense(3),
+)
+
+
+def test_residual_names_shapes_and_flops():
+    shapes = param_shapes(RESIDUAL_NET, (6, 6, 1))
+    assert list(shapes) == [
+        "0_conv2d/kernel",
+        "0_conv2d/bias",
+        "1_residual/body/0_conv2d/kernel",
+        "1_residual/body/0_conv2d/bias",
+        "1_residual/body/1_conv2d/kernel",
+        "1_residual/body/1_conv2d/bias",
+        "2_residual/body/1_dense/kernel",
+        "2_residual/body/1_dense/bias",
+        "2_residual/shortcut/1_dense/kernel",
+        "2_residual/shortcut/1_dense/bias",
+        "3_dense/kernel",
+        "3_dense/bias",
+    ]
+    assert shapes["2_residual/shortcut/1_dense/kernel"] == (4 * 4 * 4, 6)
+    assert [out for _, out in trace_shapes(RESIDUAL_NET, (6, 6, 1))] == [
+        (4, 4, 4),
+        (4, 4, 4),
+        (6,),
+        (3,),
+    ]
+    conv1x1 = 2 * 4 * 4 * 4 * 4
+    expected = 2 * 4 * 4 * 4 * 9 + 2 * conv1x1 + 2 * (2 * 64 * 6) + 2 * 6 * 3
+    assert forward_flops(RESIDUAL_NET, (6, 6, 1)) == expected
+
+
+def test_residual_branches_must_agree():
+    with pytest.raises(ValueError, match="shortcut gives"):
+        Residual((Conv2D(4, 3),)).output_shape((6, 6, 4))
+
+
+def test_nested_weights_are_seeded_by_their_path():
+    weights = initial_weights(RESIDUAL_NET, (6, 6, 1), seed=0)
+    # the same layer outside the block, or in another branch, draws other numbers
+    body, shortcut = (
+        weights["2_residual/body/1_dense/kernel"],
+        weights["2_residual/shortcut/1_dense/kernel"],
+    )
+    assert not np.array_equal(body, shortcut)
+    kernels = [v.ravel()[:4] for k, v in weights.items() if k.endswith("kernel")]
+    assert len({tuple(k) for k in kernels}) == len(kernels)
+    # adding a layer inside a block's body keeps the weights before it
+    longer = (*RESIDUAL_NET[:2], Residual((Flatten(), Dense(6), Dense(6)), (Flatten(), Dense(6))))
+    again = initial_weights(longer, (6, 6, 1), seed=0)
+    np.testing.assert_array_equal(again["2_residual/body/1_dense/kernel"], body)
+    np.testing.assert_array_equal(again["2_residual/shortcut/1_dense/kernel"], shortcut)
