@@ -47,6 +47,7 @@ from bench.layers import (
     MaxPool2D,
     MultiHeadSelfAttention,
     PositionEmbedding,
+    Residual,
     layer_name,
     model_uses_padding_mask,
     padding_mask,
@@ -121,25 +122,29 @@ class LastHidden(linen.Module):
         return hidden
 
 
-class Model(linen.Module):
-    """The task's IR layers in order; each submodule is named by its canonical layer name."""
+class Chain(linen.Module):
+    """IR layers in order; each submodule is named by its canonical layer name. The model is
+    one, and so is each branch of a Residual (named `body` / `shortcut`), so the parameter tree
+    nests as the canonical names do: `3_residual/body/0_conv2d/kernel`."""
 
     layers: tuple[Layer, ...]
     dtype: Any = jnp.float32  # compute dtype; parameters are always fp32
 
     @linen.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        # the padding mask, once, from the token ids, for the layers that take it
-        mask = padding_mask(x) if model_uses_padding_mask(self.layers) else None
+    def __call__(
+        self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        if mask is None and model_uses_padding_mask(self.layers):
+            mask = padding_mask(x)  # the model's chain: once, from its input token ids
         for index, layer in enumerate(self.layers):
-            apply = FLAX_LAYERS.get(type(layer))
-            if apply is None:
-                raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
             name = layer_name(index, layer)
-            if uses_padding_mask(layer):
-                x = apply(layer, x, name, self.dtype, mask=mask)
+            masked = {"mask": mask} if uses_padding_mask(layer) else {}
+            if type(layer) in FLAX_TRAINING_LAYERS:
+                x = FLAX_TRAINING_LAYERS[type(layer)](layer, x, name, self.dtype, train, **masked)
+            elif type(layer) in FLAX_LAYERS:
+                x = FLAX_LAYERS[type(layer)](layer, x, name, self.dtype, **masked)
             else:
-                x = apply(layer, x, name, self.dtype)
+                raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
             x = FLAX_ACTIVATIONS[getattr(layer, "activation", None)](x)
         return x
 
@@ -182,6 +187,24 @@ def masked_mean_pool(
     return (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
 
 
+Model = Chain  # the task's whole chain
+
+
+class FlaxResidual(linen.Module):
+    """body(x) + shortcut(x); an empty shortcut Chain is the identity. The padding mask, where
+    the model has one, goes on to both chains."""
+
+    layer: Residual
+    dtype: Any = jnp.float32
+
+    @linen.compact
+    def __call__(
+        self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        body = Chain(self.layer.body, self.dtype, name="body")(x, train, mask)
+        return body + Chain(self.layer.shortcut, self.dtype, name="shortcut")(x, train, mask)
+
+
 def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
     pool = (layer.pool_size, layer.pool_size)
     return linen.max_pool(x, pool, strides=pool, padding="VALID")
@@ -210,6 +233,15 @@ FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
     )(x),
     MultiHeadSelfAttention: self_attention,
     MaskedMeanPool: masked_mean_pool,
+}
+
+
+# Layers whose output depends on training or that hold layers which may:
+# (layer, x, canonical name, compute dtype, train) -> output.
+FLAX_TRAINING_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any, bool], jax.Array]] = {
+    Residual: lambda layer, x, name, dtype, train, mask=None: FlaxResidual(layer, dtype, name=name)(
+        x, train, mask
+    ),
 }
 
 

@@ -112,11 +112,13 @@ from bench.layers import (
     Dense,
     Embedding,
     Flatten,
+    Layer,
     LayerNorm,
     MaskedMeanPool,
     MaxPool2D,
     MultiHeadSelfAttention,
     PositionEmbedding,
+    Residual,
     layer_name,
     model_uses_padding_mask,
     uses_padding_mask,
@@ -232,6 +234,9 @@ class KerasPositionEmbedding(keras.layers.Layer):
     def call(self, x):
         return x + ops.cast(self.embeddings, x.dtype)
 
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
 
 class KerasSelfAttention(keras.layers.Layer):
     """keras.layers.MultiHeadAttention as self-attention, padding keys masked out (Keras adds
@@ -251,6 +256,9 @@ class KerasSelfAttention(keras.layers.Layer):
     def call(self, x, padding_mask):
         return self.attention(x, x, attention_mask=padding_mask[:, None, :])
 
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
 
 class KerasMaskedMeanPool(keras.layers.Layer):
     """The mean over the non-padding positions (a text without tokens pools to zeros; Keras'
@@ -259,6 +267,9 @@ class KerasMaskedMeanPool(keras.layers.Layer):
     def call(self, x, padding_mask):
         weights = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
         return ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return (x_shape[0], x_shape[-1])
 
 
 # A Keras weight's canonical name is its variable's name, except inside a layer made of
@@ -277,6 +288,42 @@ KERAS_PARAM_NAMES = {
 
 def canonical_param(variable) -> str:
     return KERAS_PARAM_NAMES.get("/".join(variable.path.split("/")[-2:]), variable.name)
+
+
+class KerasResidual(keras.layers.Layer):
+    """activation(body(x) + shortcut(x)) over two lists of Keras layers (an empty shortcut is
+    the identity); `training` reaches every sublayer, as Sequential passes it to its own."""
+
+    def __init__(self, layer: Residual, body: list, shortcut: list, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer = layer  # the IR block: which sublayers take the padding mask
+        self.body_layers = body
+        self.shortcut_layers = shortcut
+        self.activation = keras.activations.get(layer.activation)
+
+    def build(self, input_shape) -> None:
+        for chain in (self.body_layers, self.shortcut_layers):
+            shape = input_shape
+            for layer in chain:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self.body_layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def call(self, x, padding_mask=None, training=None):
+        body = apply_chain(self.layer.body, self.body_layers, x, padding_mask, training)
+        shortcut = apply_chain(self.layer.shortcut, self.shortcut_layers, x, padding_mask, training)
+        return self.activation(ops.add(body, shortcut))
+
+
+def keras_residual(layer: Residual, dtype: str, use_cudnn: bool | str) -> KerasResidual:
+    body = build_chain(layer.body, dtype, use_cudnn)
+    shortcut = build_chain(layer.shortcut, dtype, use_cudnn)
+    return KerasResidual(layer, body, shortcut, dtype=dtype)
 
 
 # One builder per IR layer type: (layer, dtype policy, use_cudnn) -> the Keras layer. The
@@ -307,27 +354,53 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     ),
     MultiHeadSelfAttention: lambda layer, dtype, _: KerasSelfAttention(layer.heads, dtype=dtype),
     MaskedMeanPool: lambda layer, dtype, _: KerasMaskedMeanPool(dtype=dtype),
+    Residual: keras_residual,
 }
 
 
 def build_layers(task: TaskSpec, dtype: str, use_cudnn: bool | str = "auto") -> list[keras.Layer]:
     """The IR as Keras layers."""
-    layers = []
-    for layer in task.layers:
+    return build_chain(task.layers, dtype, use_cudnn)
+
+
+def build_chain(layers: tuple[Layer, ...], dtype: str, use_cudnn: bool | str) -> list[keras.Layer]:
+    built = []
+    for layer in layers:
         build = KERAS_LAYERS.get(type(layer))
         if build is None:
             raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
-        layers.append(build(layer, dtype, use_cudnn))
-    return layers
+        built.append(build(layer, dtype, use_cudnn))
+    return built
+
+
+def canonical_variables(layers: tuple[Layer, ...], keras_layers: list, prefix: str = ""):
+    """(canonical name, Keras variable) of every weight, in the canonical order: a Keras
+    variable is named as the canonical parameter, and a Residual's are found under its path."""
+    for index, (layer, keras_layer) in enumerate(zip(layers, keras_layers)):
+        name = f"{prefix}{layer_name(index, layer)}"
+        if isinstance(layer, Residual):
+            yield from canonical_variables(layer.body, keras_layer.body_layers, f"{name}/body/")
+            chain = keras_layer.shortcut_layers
+            yield from canonical_variables(layer.shortcut, chain, f"{name}/shortcut/")
+            continue
+        for variable in keras_layer.weights:
+            yield f"{name}/{canonical_param(variable)}", variable
 
 
 def apply_layers(task: TaskSpec, keras_layers: list[keras.Layer], inputs):
     """The model's output from its input: each layer in turn, as keras.Sequential calls them,
     and the padding mask (computed once from the token ids) to those that take it."""
-    x = inputs
     mask = ops.not_equal(inputs, PAD_ID) if model_uses_padding_mask(task.layers) else None
-    for layer, keras_layer in zip(task.layers, keras_layers):
-        x = keras_layer(x, padding_mask=mask) if uses_padding_mask(layer) else keras_layer(x)
+    return apply_chain(task.layers, keras_layers, inputs, mask)
+
+
+def apply_chain(layers: tuple[Layer, ...], keras_layers: list, x, mask, training=None):
+    """A chain's Keras layers in turn; `padding_mask=` to those whose IR layer takes it."""
+    for layer, keras_layer in zip(layers, keras_layers):
+        kwargs = {} if training is None else {"training": training}
+        if uses_padding_mask(layer):
+            kwargs["padding_mask"] = mask
+        x = keras_layer(x, **kwargs)
     return x
 
 
@@ -476,23 +549,20 @@ class KerasBackend(BackendBase):
         self.test_labels = data.y_test
 
     def load_weights(self, weights: Weights) -> None:
-        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
-            for variable in keras_layer.weights:  # Keras' names are the canonical ones
-                value = weights[f"{layer_name(index, layer)}/{canonical_param(variable)}"]
-                assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
-                variable.assign(value)
+        for key, variable in canonical_variables(self.task.layers, self.keras_layers):
+            value = weights[key]
+            assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
+            variable.assign(value)
 
     def get_weights(self) -> Weights:
         self.end_fit()
         return self.on_keras_thread(self.read_weights)
 
     def read_weights(self) -> Weights:
-        weights = {}
-        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
-            for variable in keras_layer.weights:
-                key = f"{layer_name(index, layer)}/{canonical_param(variable)}"
-                weights[key] = np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
-        return weights
+        return {
+            key: np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
+            for key, variable in canonical_variables(self.task.layers, self.keras_layers)
+        }
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
         """The epoch's order (on the device for JAX and torch, whose steps slice it there; on

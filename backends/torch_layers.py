@@ -2,6 +2,9 @@
 layout both ways), the model as an nn.Sequential (MaskedSequential when a layer takes the
 padding mask), and the LSTM that returns its last hidden state, with the bf16 kernels it can
 run on (see backends/torch_backend.py's docstring).
+A Residual is a module of two Chains (`body`, `shortcut`: nn.Sequentials that hand the padding
+mask on), built and mapped by the same functions as the model's own chain, so its state_dict
+names are `<i>.body.<j>.weight`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bench.layers import (
     MaxPool2D,
     MultiHeadSelfAttention,
     PositionEmbedding,
+    Residual,
     Shape,
     layer_name,
     model_uses_padding_mask,
@@ -124,15 +128,22 @@ def choose_lstm_implementation(device: torch.device, dtype: torch.dtype, feature
 MASKED_SCORE = -1e9  # added to a padding key's score (bench/layers.py's MultiHeadSelfAttention)
 
 
-class MaskedSequential(nn.Sequential):
-    """nn.Sequential that computes the padding mask once from its input token ids and hands it
-    to every module that takes one (`takes_padding_mask`); the state_dict is nn.Sequential's."""
+class Chain(nn.Sequential):
+    """nn.Sequential (the same state_dict) that hands the padding mask, when it is given one, to
+    every module that takes it (`takes_padding_mask`): a Residual's branches."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = padding_mask(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for module in self:
             x = module(x, mask) if getattr(module, "takes_padding_mask", False) else module(x)
         return x
+
+
+class MaskedSequential(Chain):
+    """The model of a task whose layers take the padding mask: computes it once from the input
+    token ids and hands it on."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x, padding_mask(x))
 
 
 class TorchPositionEmbedding(nn.Module):
@@ -194,6 +205,26 @@ def attention_from_torch(layer: MultiHeadSelfAttention, state: Weights, _) -> We
     params["output_kernel"] = state["attention.out_proj.weight"].T.reshape(heads, head_dim, dim)
     params["output_bias"] = state["attention.out_proj.bias"]
     return params
+
+
+class TorchResidual(nn.Module):
+    """body(x) + shortcut(x), the shortcut an empty Chain (the identity) if the IR's is empty;
+    the block's activation is a module after it, as for every layer (build_chain). The padding
+    mask, where the model has one, goes on to both chains."""
+
+    takes_padding_mask = True
+
+    def __init__(self, body: Chain, shortcut: Chain) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(x, mask) + self.shortcut(x, mask)
+
+
+def build_residual(layer: Residual, shape: Shape) -> TorchResidual:
+    return TorchResidual(build_chain(layer.body, shape), build_chain(layer.shortcut, shape))
 
 
 @dataclass(frozen=True)
@@ -266,6 +297,7 @@ TORCH_LAYERS: dict[type, TorchLayer] = {
     LSTM: TorchLayer(
         lambda layer, shape: LastHidden(shape[-1], layer.units), lstm_to_torch, lstm_from_torch
     ),
+    Residual: TorchLayer(build_residual),  # its parameters are its chains' (chain_to_torch)
     PositionEmbedding: TorchLayer(
         lambda layer, shape: TorchPositionEmbedding(*shape),
         lambda layer, p, _: {"weight": p["embeddings"]},
@@ -299,59 +331,102 @@ def torch_layer(layer: Layer) -> TorchLayer:
 
 
 def build_module(task: TaskSpec) -> nn.Sequential:
+    model = MaskedSequential if model_uses_padding_mask(task.layers) else nn.Sequential
+    return build_chain(task.layers, task.input_shape, model)
+
+
+def build_chain(
+    layers: tuple[Layer, ...], input_shape: Shape, container: type[nn.Sequential] = Chain
+) -> nn.Sequential:
     modules: list[nn.Module] = []
-    for layer, (in_shape, _) in zip(task.layers, trace_shapes(task.layers, task.input_shape)):
+    for layer, (in_shape, _) in zip(layers, trace_shapes(layers, input_shape)):
         modules.append(torch_layer(layer).build(layer, in_shape))
         activation = getattr(layer, "activation", None)
         if activation is not None:
             modules.append(TORCH_ACTIVATIONS[activation]())
-    sequential = MaskedSequential if model_uses_padding_mask(task.layers) else nn.Sequential
-    return sequential(*modules)
+    return container(*modules)
 
 
-def flatten_source(task: TaskSpec, index: int) -> Shape | None:
+def flatten_source(layers: tuple[Layer, ...], input_shape: Shape, index: int) -> Shape | None:
     """The (H, W, C) shape flattened right before layer `index`, if that layer follows a Flatten."""
-    if index > 0 and isinstance(task.layers[index - 1], Flatten):
-        return trace_shapes(task.layers, task.input_shape)[index - 1][0]
+    if index > 0 and isinstance(layers[index - 1], Flatten):
+        return trace_shapes(layers, input_shape)[index - 1][0]
     return None
 
 
 def to_torch_layout(task: TaskSpec, weights: Weights) -> dict[str, np.ndarray]:
     """Canonical (NHWC / HWIO / gates i,f,g,o) -> nn.Sequential state_dict entries."""
+    return chain_to_torch(task.layers, task.input_shape, weights)
+
+
+def chain_to_torch(layers: tuple[Layer, ...], input_shape: Shape, weights: Weights) -> Weights:
+    """A chain's canonical weights (keys relative to it) -> its nn.Sequential's state_dict."""
     state = {}
-    for index, layer in enumerate(task.layers):
-        name, prefix = layer_name(index, layer), _sequential_names(task)[index]
+    shapes = trace_shapes(layers, input_shape)
+    for index, layer in enumerate(layers):
+        name, prefix = layer_name(index, layer), _sequential_names(layers)[index]
         params = {
-            key.split("/")[1]: value for key, value in weights.items() if key.startswith(f"{name}/")
+            key[len(name) + 1 :]: value
+            for key, value in weights.items()
+            if key.startswith(f"{name}/")
         }
-        for suffix, value in (
-            torch_layer(layer).to_torch(layer, params, flatten_source(task, index)).items()
-        ):
+        if isinstance(layer, Residual):
+            converted = {
+                f"{branch}.{key}": value
+                for branch, chain in layer.branches()
+                for key, value in chain_to_torch(
+                    chain, shapes[index][0], _branch_params(params, branch)
+                ).items()
+            }
+        else:
+            source = flatten_source(layers, input_shape, index)
+            converted = torch_layer(layer).to_torch(layer, params, source)
+        for suffix, value in converted.items():
             state[f"{prefix}.{suffix}"] = np.ascontiguousarray(value)
     return state
 
 
 def from_torch_layout(task: TaskSpec, state: dict[str, np.ndarray]) -> Weights:
     """The inverse of to_torch_layout (LSTM biases are summed: bias_hh is frozen at zero)."""
+    return chain_from_torch(task.layers, task.input_shape, state)
+
+
+def chain_from_torch(layers: tuple[Layer, ...], input_shape: Shape, state: Weights) -> Weights:
     weights = {}
-    for index, layer in enumerate(task.layers):
-        name, prefix = layer_name(index, layer), _sequential_names(task)[index]
+    shapes = trace_shapes(layers, input_shape)
+    for index, layer in enumerate(layers):
+        name, prefix = layer_name(index, layer), _sequential_names(layers)[index]
         own = {
             key[len(prefix) + 1 :]: value
             for key, value in state.items()
             if key.startswith(f"{prefix}.")
         }
-        for param, value in (
-            torch_layer(layer).from_torch(layer, own, flatten_source(task, index)).items()
-        ):
+        if isinstance(layer, Residual):
+            converted = {
+                f"{branch}/{key}": value
+                for branch, chain in layer.branches()
+                for key, value in chain_from_torch(
+                    chain, shapes[index][0], _branch_params(own, branch, ".")
+                ).items()
+            }
+        else:
+            source = flatten_source(layers, input_shape, index)
+            converted = torch_layer(layer).from_torch(layer, own, source)
+        for param, value in converted.items():
             weights[f"{name}/{param}"] = np.ascontiguousarray(value, dtype=np.float32)
     return weights
 
 
-def _sequential_names(task: TaskSpec) -> dict[int, str]:
+def _branch_params(params: Weights, branch: str, separator: str = "/") -> Weights:
+    """The entries under `branch` + separator, with that prefix taken off."""
+    start = f"{branch}{separator}"
+    return {key[len(start) :]: value for key, value in params.items() if key.startswith(start)}
+
+
+def _sequential_names(layers: tuple[Layer, ...]) -> dict[int, str]:
     """IR layer index -> its index in the nn.Sequential (ReLUs are modules of their own)."""
     names, position = {}, 0
-    for index, layer in enumerate(task.layers):
+    for index, layer in enumerate(layers):
         names[index] = str(position)
         position += 1 if getattr(layer, "activation", None) is None else 2
     return names

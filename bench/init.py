@@ -12,7 +12,9 @@ defaults, written out here so no framework's initializer is involved:
   is (Keras would take the fans of its 3-d shape, which weighs heads and head_dim unevenly),
   biases zeros.
 Each layer draws from its own generator seeded with (seed, layer index), so adding a layer
-never changes the weights of the layers before it.
+never changes the weights of the layers before it; a layer inside a Residual is seeded with its
+path, (seed, block index, branch + 1, index in the branch + 1, ...): the +1s keep a nested
+path from ending in 0, which SeedSequence would not tell apart from the shorter path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.layers import (
     LayerNorm,
     MultiHeadSelfAttention,
     PositionEmbedding,
+    Residual,
     Shape,
     layer_name,
     trace_shapes,
@@ -123,11 +126,30 @@ def layer_weights(rng: np.random.Generator, layer: Layer, input_shape: Shape) ->
 
 def initial_weights(layers: tuple[Layer, ...], input_shape: Shape, seed: int) -> Weights:
     """`<layer name>/<param>` -> float32 array in the canonical layout, in layer order."""
+    return chain_weights(layers, input_shape, [seed])
+
+
+def chain_weights(layers: tuple[Layer, ...], input_shape: Shape, path: list[int]) -> Weights:
+    """The weights of a chain whose generators are seeded with `path` + (index,)."""
     weights: Weights = {}
+    nested = len(path) > 1  # inside a Residual: indices count from 1 (module docstring)
     for index, (layer, (in_shape, _)) in enumerate(zip(layers, trace_shapes(layers, input_shape))):
-        rng = np.random.default_rng([seed, index])
-        for param, value in layer_weights(rng, layer, in_shape).items():
+        layer_path = [*path, index + nested]
+        if isinstance(layer, Residual):
+            params = residual_weights(layer, in_shape, layer_path)
+        else:
+            params = layer_weights(np.random.default_rng(layer_path), layer, in_shape)
+        for param, value in params.items():
             weights[f"{layer_name(index, layer)}/{param}"] = value
+    return weights
+
+
+def residual_weights(layer: Residual, input_shape: Shape, path: list[int]) -> Weights:
+    """`body/...` then `shortcut/...`, each chain seeded below the block's own path."""
+    weights: Weights = {}
+    for number, (branch, layers) in enumerate(layer.branches(), start=1):
+        for key, value in chain_weights(layers, input_shape, [*path, number]).items():
+            weights[f"{branch}/{key}"] = value
     return weights
 
 

@@ -20,6 +20,10 @@ padding mask").
 FLOPs count a multiply-add as 2 and count matrix products only (convolutions, dense layers, the
 LSTM's, attention's): activations, normalization, pooling, additions and the loss are left out,
 as torch.utils.flop_counter counts (tests/test_flops.py holds the two together).
+
+A `Residual` holds two chains of layers (body, shortcut) and adds their outputs; its weights are
+named by their path: `<index>_residual/body/<j>_<type>/<param>` (and `/shortcut/`), so every
+function here recurses through it and a backend finds a nested weight by that path.
 """
 
 from __future__ import annotations
@@ -231,6 +235,41 @@ class MaskedMeanPool:
         return 0  # pooling
 
 
+@dataclass(frozen=True)
+class Residual:
+    """activation(body(x) + shortcut(x)): a block with a skip path (He et al., 2016).
+
+    An empty shortcut is the identity. Both chains see the block's input and must give the same
+    output shape. Nested weights are `<index>_residual/body/<j>_<type>/<param>` and
+    `<index>_residual/shortcut/<j>_<type>/<param>`; the addition is elementwise (not counted).
+    """
+
+    body: tuple[Layer, ...]
+    shortcut: tuple[Layer, ...] = ()
+    activation: str | None = None
+
+    def branches(self) -> tuple[tuple[str, tuple[Layer, ...]], ...]:
+        """(name, layers) of each chain, in weight order: body, then shortcut."""
+        return (("body", self.body), ("shortcut", self.shortcut))
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        body = chain_output_shape(self.body, input_shape)
+        shortcut = chain_output_shape(self.shortcut, input_shape)
+        if body != shortcut:
+            raise ValueError(f"Residual body gives {body} but its shortcut gives {shortcut}")
+        return body
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {
+            f"{branch}/{key}": shape
+            for branch, layers in self.branches()
+            for key, shape in param_shapes(layers, input_shape).items()
+        }
+
+    def flops(self, input_shape: Shape) -> int:
+        return sum(forward_flops(layers, input_shape) for _, layers in self.branches())
+
+
 Layer = (
     Conv2D
     | MaxPool2D
@@ -242,6 +281,7 @@ Layer = (
     | LayerNorm
     | MultiHeadSelfAttention
     | MaskedMeanPool
+    | Residual
 )
 
 # The activations a layer's `activation` may name. GELU is the exact one, x * Phi(x) with the
@@ -251,7 +291,10 @@ ACTIVATIONS = (None, "relu", "gelu")
 
 
 def uses_padding_mask(layer: Layer) -> bool:
-    """Whether `layer` takes the padding mask beside its input."""
+    """Whether `layer` takes the padding mask beside its input (a Residual does when a layer
+    of its chains does, and hands it on to them)."""
+    if isinstance(layer, Residual):
+        return any(model_uses_padding_mask(chain) for _, chain in layer.branches())
     return getattr(layer, "uses_padding_mask", False)
 
 
@@ -281,6 +324,12 @@ def trace_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> list[tuple[Sh
         shapes.append((shape, out))
         shape = out
     return shapes
+
+
+def chain_output_shape(layers: tuple[Layer, ...], input_shape: Shape) -> Shape:
+    """The output shape of layers applied in order (the input shape for an empty chain)."""
+    shapes = trace_shapes(layers, input_shape)
+    return shapes[-1][1] if shapes else tuple(input_shape)
 
 
 def param_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> dict[str, Shape]:

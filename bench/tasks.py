@@ -17,7 +17,12 @@ from bench.layers import (
     Embedding,
     Flatten,
     Layer,
+    LayerNorm,
+    MaskedMeanPool,
     MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    Residual,
     Shape,
     count_params,
     forward_flops,
@@ -90,6 +95,20 @@ def text_classifier(vocab_size: int = 20000) -> tuple[Layer, ...]:
     return (Embedding(vocab_size, 128), LSTM(128), Dense(2))
 
 
+def transformer_classifier(
+    vocab_size: int = 20000, width: int = 128, heads: int = 4, mlp: int = 512, blocks: int = 2
+) -> tuple[Layer, ...]:
+    """Token + learned position embeddings, `blocks` pre-LayerNorm encoder blocks
+    (x + attention(LN(x)), then x + MLP(LN(x)) with an exact-GELU hidden layer), a final
+    LayerNorm (the pre-LN design's, as in GPT-2 and ViT), the mean over the non-padding tokens,
+    Dense 2. No dropout (a rate-0 dropout is no layer at all)."""
+    attention = Residual((LayerNorm(), MultiHeadSelfAttention(heads)))
+    feed_forward = Residual((LayerNorm(), Dense(mlp, activation="gelu"), Dense(width)))
+    encoder = (attention, feed_forward) * blocks
+    head = (LayerNorm(), MaskedMeanPool(), Dense(2))
+    return (Embedding(vocab_size, width), PositionEmbedding(), *encoder, *head)
+
+
 MNIST_CNN = TaskSpec(
     name="mnist_cnn",
     dataset="mnist",
@@ -160,8 +179,44 @@ IMDB_LSTM = TaskSpec(
     description="IMDB reviews, Embedding(20000,128)-LSTM(128)-Dense(2), last 200 tokens",
 )
 
+TRANSFORMER_DESCRIPTION = (
+    "Embedding(20000,128)+positions, 2 pre-LN encoder blocks (4 heads, MLP 512, GELU), "
+    "LayerNorm, mean over the tokens, Dense(2)"
+)
+
+SST2_TRANSFORMER = TaskSpec(
+    name="sst2_transformer",
+    dataset="sst2",
+    layers=transformer_classifier(),
+    batch_size=64,
+    epochs=3,
+    target_accuracy=None,
+    target_source="not measured yet",
+    description=f"SST-2 (dev split as test), {TRANSFORMER_DESCRIPTION}, 64 tokens",
+)
+
+IMDB_TRANSFORMER = TaskSpec(
+    name="imdb_transformer",
+    dataset="imdb",
+    layers=transformer_classifier(),
+    batch_size=64,
+    epochs=3,
+    target_accuracy=None,
+    target_source="not measured yet",
+    description=f"IMDB reviews, {TRANSFORMER_DESCRIPTION}, last 200 tokens",
+)
+
 TASKS: dict[str, TaskSpec] = {
-    task.name: task for task in (MNIST_CNN, FASHION_MNIST_CNN, CIFAR10_CNN, SST2_LSTM, IMDB_LSTM)
+    task.name: task
+    for task in (
+        MNIST_CNN,
+        FASHION_MNIST_CNN,
+        CIFAR10_CNN,
+        SST2_LSTM,
+        IMDB_LSTM,
+        SST2_TRANSFORMER,
+        IMDB_TRANSFORMER,
+    )
 }
 
 

@@ -20,9 +20,11 @@ from bench.layers import (
     MaxPool2D,
     MultiHeadSelfAttention,
     PositionEmbedding,
+    Residual,
     layer_name,
     padding_mask,
 )
+from bench.tasks import TaskSpec
 
 MASKED_SCORE = -1e9  # added to a padding key's attention score (bench/layers.py)
 
@@ -93,10 +95,17 @@ def forward(
     """Logits in float64 for a batch x (images NHWC float, or token ids). `use_mask=False`
     ignores the padding mask (what a backend that dropped it would compute: tests only)."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
-    h = x if x.dtype.kind in "iu" else x.astype(np.float64)
     mask = padding_mask(x) if use_mask and x.dtype.kind in "iu" else None
+    return chain(layers, w, x if x.dtype.kind in "iu" else x.astype(np.float64), mask)
+
+
+def chain(
+    layers, w: dict[str, np.ndarray], h: np.ndarray, mask: np.ndarray | None, prefix: str = ""
+) -> np.ndarray:
+    """Layers in order; a weight is found by its path (`prefix` inside a Residual); `mask` is
+    the padding mask (None for images, or to ignore it)."""
     for index, layer in enumerate(layers):
-        name = layer_name(index, layer)
+        name = prefix + layer_name(index, layer)
         if isinstance(layer, Conv2D):
             h = conv2d_valid(h, w[f"{name}/kernel"], w[f"{name}/bias"])
         elif isinstance(layer, MaxPool2D):
@@ -117,6 +126,9 @@ def forward(
             h = self_attention(h, mask, w, name)
         elif isinstance(layer, MaskedMeanPool):
             h = masked_mean(h, mask)
+        elif isinstance(layer, Residual):
+            body = chain(layer.body, w, h, mask, f"{name}/body/")
+            h = body + chain(layer.shortcut, w, h, mask, f"{name}/shortcut/")
         else:
             raise NotImplementedError(type(layer).__name__)
         h = ACTIVATIONS[getattr(layer, "activation", None)](h)
@@ -161,3 +173,43 @@ def tiny_dataset(task, train: int = 256, test: int = 128, seed: int = 0):
     x_train, y_train = split(train)
     x_test, y_test = split(test)
     return Dataset(info, x_train, y_train, x_test, y_test, synthetic=True, source="tests")
+
+
+# Tasks the parity and contract probes run besides bench.tasks.TASKS: small models that cover
+# layers no benchmark task uses yet, or a benchmark model at a size the default test run affords.
+TEST_TASKS = {
+    task.name: task
+    for task in (
+        TaskSpec(
+            name="test_tiny_residual",
+            dataset="mnist",
+            layers=(
+                Conv2D(8, 3),
+                Residual(
+                    (Conv2D(8, 3), Conv2D(8, 1, activation=None)),
+                    shortcut=(Conv2D(8, 3, activation=None),),
+                    activation="relu",
+                ),
+                MaxPool2D(2),
+                Residual(
+                    (Flatten(), Dense(16)), shortcut=(Flatten(), Dense(16)), activation="relu"
+                ),
+                Residual((Dense(16, activation="relu"), Dense(16))),  # identity shortcut
+                Dense(10),
+            ),
+            batch_size=16,
+            epochs=1,
+            target_accuracy=None,
+            target_source="none: a test task (residual blocks: projection, flatten, identity)",
+        ),
+    )
+}
+
+
+def probe_tasks() -> dict:
+    """The tasks a probe runs: the registry's and TEST_TASKS, which it registers in TASKS (the
+    probe's own process only) so that create_backend finds them by name."""
+    from bench.tasks import TASKS
+
+    TASKS.update(TEST_TASKS)
+    return dict(TASKS)

@@ -1,6 +1,7 @@
 """Fairness: every backend trains exactly what the torch backend trains (CPU, fp32).
 
-For every registered backend and every task, from the canonical initial weights:
+For every registered backend and every task (the registry's and tests/reference.py's
+TEST_TASKS), from the canonical initial weights:
   - the trainable parameter count equals torch's (and the IR's);
   - the logits of the same batch agree with torch's to 1e-4 relative (to the largest logit);
   - five optimizer steps on the harness's batches give losses within 1e-3 relative, every step.
@@ -19,9 +20,13 @@ import pytest
 from backends import BACKENDS
 from bench.cell import worker_environment
 from bench.config import RunConfig
-from bench.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from reference import probe_tasks  # noqa: E402
+
+TASKS = probe_tasks()  # the registry's tasks and the test tasks, as the probe runs them
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "flax", "keras-tensorflow": "tensorflow"}
 FRAMEWORK_MODULES |= {"keras-jax": "jax", "keras-torch": "torch"}
 
