@@ -37,10 +37,12 @@ from bench.data import Dataset
 from bench.init import Weights
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
     LayerNorm,
     MaskedMeanPool,
@@ -52,12 +54,15 @@ from bench.layers import (
     model_uses_padding_mask,
     padding_mask,
     param_shapes,
+    state_shapes,
     uses_padding_mask,
+    variable_shapes,
 )
 from bench.tasks import TaskSpec
 
 # canonical name -> Flax's, where they differ; a "/" in Flax's name nests it one level deeper
-# (attention's projections are submodules of linen.MultiHeadDotProductAttention)
+# (attention's projections are submodules of linen.MultiHeadDotProductAttention); BatchNorm's
+# state lives in `batch_stats`
 FLAX_PARAM_NAMES = {
     "embeddings": "embedding",
     "gamma": "scale",
@@ -72,6 +77,8 @@ FLAX_PARAM_NAMES = {
         )
         for param in ("kernel", "bias")
     },
+    "moving_mean": "mean",
+    "moving_variance": "var",
 }
 
 Params = dict[str, dict[str, Any]]  # {layer name: {param name: array}}
@@ -211,8 +218,27 @@ def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array
 
 
 def conv(layer: Conv2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
+    """linen.Conv with the IR's padding written out (the pixels XLA's "SAME" pads too)."""
     size = (layer.kernel_size, layer.kernel_size)
-    return linen.Conv(layer.filters, size, padding="VALID", dtype=dtype, name=name)(x)
+    padding = layer.padding_amounts(x.shape[1:])
+    strides = (layer.strides, layer.strides)
+    return linen.Conv(
+        layer.filters, size, strides, padding, use_bias=layer.use_bias, dtype=dtype, name=name
+    )(x)
+
+
+def batch_norm(layer: BatchNorm, x: jax.Array, name: str, dtype: Any, train: bool) -> jax.Array:
+    """linen.BatchNorm: the IR's momentum convention is Flax's; the variance is the biased one,
+    computed as the mean of squared deviations (use_fast_variance=False), as torch and Keras
+    compute it, and in fp32 under bf16 (Flax's reductions are)."""
+    return linen.BatchNorm(
+        use_running_average=not train,
+        momentum=layer.momentum,
+        epsilon=layer.epsilon,
+        dtype=dtype,
+        use_fast_variance=False,
+        name=name,
+    )(x)
 
 
 # One entry per IR layer type: (layer, x, canonical name, compute dtype) -> output, called
@@ -233,6 +259,7 @@ FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
     )(x),
     MultiHeadSelfAttention: self_attention,
     MaskedMeanPool: masked_mean_pool,
+    GlobalAveragePooling2D: lambda layer, x, name, dtype: x.mean(axis=(1, 2)),
 }
 
 
@@ -242,6 +269,7 @@ FLAX_TRAINING_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any, bool], jax.
     Residual: lambda layer, x, name, dtype, train, mask=None: FlaxResidual(layer, dtype, name=name)(
         x, train, mask
     ),
+    BatchNorm: batch_norm,
 }
 
 
@@ -249,21 +277,23 @@ def build_module(task: TaskSpec, dtype: Any = jnp.float32) -> Model:
     return Model(layers=task.layers, dtype=dtype)
 
 
-def flax_paths(task: TaskSpec) -> dict[str, tuple[str, ...]]:
-    """Canonical `<layer>/<param>` -> its path in Flax's nested params."""
+def flax_paths(task: TaskSpec, keys=param_shapes) -> dict[str, tuple[str, ...]]:
+    """Canonical `<layer>/<param>` -> its path in Flax's nested params (`keys=state_shapes`:
+    BatchNorm's state, in the `batch_stats` collection)."""
     paths = {}
-    for key in param_shapes(task.layers, task.input_shape):
+    for key in keys(task.layers, task.input_shape):
         *path, param = key.split("/")
         paths[key] = (*path, *FLAX_PARAM_NAMES.get(param, param).split("/"))
     return paths
 
 
-def to_flax_layout(task: TaskSpec, weights: Weights) -> Params:
+def to_flax_layout(task: TaskSpec, weights: Weights, keys=param_shapes) -> Params:
     """Canonical `<layer>/<param>` -> Flax's nested params. The layouts already agree (HWIO
     conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it, attention's
-    (dim, heads, head_dim)); only nesting and some names change (FLAX_PARAM_NAMES)."""
+    (dim, heads, head_dim)); only nesting and some names change (FLAX_PARAM_NAMES). With
+    keys=state_shapes: BatchNorm's `batch_stats` collection."""
     params: Params = {}
-    for key, path in flax_paths(task).items():
+    for key, path in flax_paths(task, keys).items():
         node = params
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -271,10 +301,10 @@ def to_flax_layout(task: TaskSpec, weights: Weights) -> Params:
     return params
 
 
-def from_flax_layout(task: TaskSpec, params: Params) -> Weights:
+def from_flax_layout(task: TaskSpec, params: Params, keys=param_shapes) -> Weights:
     """The inverse of to_flax_layout, in the canonical key order."""
     weights = {}
-    for key, path in flax_paths(task).items():
+    for key, path in flax_paths(task, keys).items():
         value = params
         for part in path:
             value = value[part]
@@ -297,18 +327,29 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_train_step(model: Model, optimizer: optax.GradientTransformation, batch_size: int):
-    """(params, opt_state), (x_train, y_train, permutation), step -> new state, loss."""
+    """(params, opt_state, batch_stats), (x_train, y_train, permutation), step -> new state,
+    loss. batch_stats (BatchNorm's moving statistics; {} without BatchNorm) is Flax's mutable
+    collection: the forward runs in training mode and returns it updated."""
 
-    def loss_of(params: Params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
-        return cross_entropy(model.apply({"params": params}, inputs), labels).mean()
+    def loss_of(params: Params, batch_stats: Params, inputs: jax.Array, labels: jax.Array):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            inputs,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = cross_entropy(logits, labels).mean()
+        return loss, updates.get("batch_stats", batch_stats)
 
     def train_step(state, data, step):
-        params, opt_state = state
+        params, opt_state, batch_stats = state
         x_train, y_train, permutation = data
         index = jax.lax.dynamic_slice_in_dim(permutation, step * batch_size, batch_size)
-        loss, grads = jax.value_and_grad(loss_of)(params, x_train[index], y_train[index])
+        (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            params, batch_stats, x_train[index], y_train[index]
+        )
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state, batch_stats), loss
 
     return train_step
 
@@ -336,8 +377,8 @@ def make_fused_steps(train_step: Callable, num_steps: int) -> Callable:
 
 
 def make_eval_batch(model: Model) -> Callable:
-    def eval_batch(params: Params, inputs: jax.Array, labels: jax.Array):
-        logits = model.apply({"params": params}, inputs)
+    def eval_batch(variables: Params, inputs: jax.Array, labels: jax.Array):
+        logits = model.apply(variables, inputs)  # train=False: BatchNorm's moving statistics
         correct = (jnp.argmax(logits, axis=-1) == labels).sum()
         return correct, cross_entropy(logits, labels).sum()
 
@@ -396,7 +437,8 @@ class JaxBackend(BackendBase):
         task = self.task
         self.model = build_module(task, self.compute_dtype)
         sample = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
-        self.shapes = jax.eval_shape(self.model.init, jax.random.key(0), sample)["params"]
+        shapes = jax.eval_shape(self.model.init, jax.random.key(0), sample)
+        self.shapes, self.stats_shapes = shapes["params"], shapes.get("batch_stats", {})
         self.load_weights(weights)
         self.x_train = jax.device_put(data.x_train, self.device)
         self.y_train = jax.device_put(data.y_train.astype(np.int32), self.device)
@@ -419,9 +461,21 @@ class JaxBackend(BackendBase):
             assert expected.shape == value.shape, f"{path}: {value.shape} vs {expected.shape}"
         assert jax.tree.structure(params) == jax.tree.structure(self.shapes)
         self.params = jax.device_put(params, self.device)
+        stats = to_flax_layout(self.task, weights, state_shapes)
+        assert jax.tree.structure(stats) == jax.tree.structure(self.stats_shapes)
+        self.batch_stats = jax.device_put(stats, self.device)
 
     def get_weights(self) -> Weights:
-        return from_flax_layout(self.task, jax.device_get(self.params))
+        params = from_flax_layout(self.task, jax.device_get(self.params))
+        stats = from_flax_layout(self.task, jax.device_get(self.batch_stats), state_shapes)
+        merged = {**params, **stats}
+        return {
+            key: merged[key] for key in variable_shapes(self.task.layers, self.task.input_shape)
+        }
+
+    def variables(self) -> Params:
+        """What model.apply evaluates with: the parameters and BatchNorm's moving statistics."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
         self.permutation = jax.device_put(permutation.astype(np.int32), self.device)
@@ -434,7 +488,7 @@ class JaxBackend(BackendBase):
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
         self.check_window(first_step, num_steps, self.permutation.shape[0])
-        state = (self.params, self.opt_state)
+        state = (self.params, self.opt_state, self.batch_stats)
         data = (self.x_train, self.y_train, self.permutation)
         if self.mode == "fused":
             state, loss = self.fused_steps(num_steps)(state, data, first_step)
@@ -446,7 +500,7 @@ class JaxBackend(BackendBase):
             with jax.disable_jit():
                 for step in range(first_step, first_step + num_steps):
                     state, loss = self.train_step(state, data, step)
-        self.params, self.opt_state = state
+        self.params, self.opt_state, self.batch_stats = state
         return float(loss)  # float() waits for the device: the window ends synchronized
 
     def evaluate(self) -> tuple[float, float]:
@@ -454,13 +508,13 @@ class JaxBackend(BackendBase):
         for start in range(0, len(self.y_test), EVAL_BATCH):
             inputs = self.x_test[start : start + EVAL_BATCH]
             labels = self.y_test[start : start + EVAL_BATCH]
-            results.append(self.eval_batch(self.params, inputs, labels))
+            results.append(self.eval_batch(self.variables(), inputs, labels))
         correct, loss_sum = np.asarray(jax.device_get(results), dtype=np.float64).sum(axis=0)
         count = len(self.y_test)
         return float(correct) / count, float(loss_sum) / count
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        logits = self.apply({"params": self.params}, jax.device_put(x, self.device))
+        logits = self.apply(self.variables(), jax.device_put(x, self.device))
         return np.asarray(logits, dtype=np.float32)
 
     def memory_peak_bytes(self) -> int | None:

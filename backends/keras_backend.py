@@ -108,10 +108,12 @@ from bench.init import Weights
 from bench.layers import (
     LSTM,
     PAD_ID,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
     LayerNorm,
     MaskedMeanPool,
@@ -320,6 +322,19 @@ class KerasResidual(keras.layers.Layer):
         return self.activation(ops.add(body, shortcut))
 
 
+class ActivatedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization (the IR's momentum convention, the biased variance, fp32
+    statistics under mixed_bfloat16), then the IR layer's activation; its variables are named
+    gamma, beta, moving_mean, moving_variance, as the canonical ones."""
+
+    def __init__(self, activation: str | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+
+    def call(self, inputs, training=None, mask=None):
+        return self.activation(super().call(inputs, training=training, mask=mask))
+
+
 def keras_residual(layer: Residual, dtype: str, use_cudnn: bool | str) -> KerasResidual:
     body = build_chain(layer.body, dtype, use_cudnn)
     shortcut = build_chain(layer.shortcut, dtype, use_cudnn)
@@ -333,8 +348,10 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     Conv2D: lambda layer, dtype, _: keras.layers.Conv2D(
         layer.filters,
         layer.kernel_size,
-        padding=layer.padding,
+        strides=layer.strides,
+        padding=layer.padding,  # Keras' "same" pads the pixels the IR's does (TensorFlow's)
         activation=layer.activation,
+        use_bias=layer.use_bias,
         dtype=dtype,
     ),
     MaxPool2D: lambda layer, dtype, _: keras.layers.MaxPooling2D(layer.pool_size, dtype=dtype),
@@ -355,6 +372,12 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     MultiHeadSelfAttention: lambda layer, dtype, _: KerasSelfAttention(layer.heads, dtype=dtype),
     MaskedMeanPool: lambda layer, dtype, _: KerasMaskedMeanPool(dtype=dtype),
     Residual: keras_residual,
+    BatchNorm: lambda layer, dtype, _: ActivatedBatchNormalization(
+        layer.activation, momentum=layer.momentum, epsilon=layer.epsilon, dtype=dtype
+    ),
+    GlobalAveragePooling2D: lambda layer, dtype, _: keras.layers.GlobalAveragePooling2D(
+        dtype=dtype
+    ),
 }
 
 

@@ -15,15 +15,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.init import Weights
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
     LayerNorm,
     MaskedMeanPool,
@@ -227,6 +230,86 @@ def build_residual(layer: Residual, shape: Shape) -> TorchResidual:
     return TorchResidual(build_chain(layer.body, shape), build_chain(layer.shortcut, shape))
 
 
+class PaddedConv2d(nn.Conv2d):
+    """nn.Conv2d that first pads its input unevenly, (left, right, top, bottom) zeros: the IR's
+    "same" padding where it is not symmetric (stride 2 on an even size puts the extra zero after,
+    bench/layers.py's Conv2D), which nn.Conv2d's own `padding` cannot express."""
+
+    def __init__(self, *args, pad: tuple[int, int, int, int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+
+def build_conv(layer: Conv2D, shape: Shape) -> nn.Conv2d:
+    """nn.Conv2d, with symmetric padding in the module and uneven padding in PaddedConv2d."""
+    (top, bottom), (left, right) = layer.padding_amounts(shape)
+    args = (shape[-1], layer.filters, layer.kernel_size)
+    kwargs = {"stride": layer.strides, "bias": layer.use_bias}
+    if top == bottom and left == right:
+        return nn.Conv2d(*args, padding=(top, left), **kwargs)
+    return PaddedConv2d(*args, pad=(left, right, top, bottom), **kwargs)
+
+
+def conv_to_torch(layer: Conv2D, params: Weights, flattened: Shape | None) -> Weights:
+    state = {"weight": params["kernel"].transpose(3, 2, 0, 1)}
+    return {**state, "bias": params["bias"]} if layer.use_bias else state
+
+
+def conv_from_torch(layer: Conv2D, state: Weights, flattened: Shape | None) -> Weights:
+    params = {"kernel": state["weight"].transpose(2, 3, 1, 0)}
+    return {**params, "bias": state["bias"]} if layer.use_bias else params
+
+
+class SpecBatchNorm(nn.Module):
+    """BatchNorm as the IR defines it (bench/layers.py): F.batch_norm normalizes, and in training
+    the module updates its running statistics itself with the batch's biased variance and the
+    IR's momentum (the fraction kept); nn.BatchNorm2d would store the unbiased variance. Over
+    axis 1, the channels of torch's NCHW (or of a 2-d input)."""
+
+    def __init__(self, channels: int, momentum: float, epsilon: float) -> None:
+        super().__init__()
+        self.momentum, self.epsilon = momentum, epsilon
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                False,
+                0.0,
+                self.epsilon,
+            )
+        with torch.no_grad():
+            axes = [0, *range(2, x.dim())]
+            var, mean = torch.var_mean(x.detach().float(), dim=axes, correction=0)
+            self.running_mean.lerp_(mean, 1.0 - self.momentum)
+            self.running_var.lerp_(var, 1.0 - self.momentum)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.epsilon)
+
+
+class GlobalAveragePool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))  # NCHW: height and width
+
+
+BATCH_NORM_NAMES = {  # canonical -> SpecBatchNorm's state_dict
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+
+
 @dataclass(frozen=True)
 class TorchLayer:
     """How one IR layer type becomes torch: its module, and its parameters' layout both ways.
@@ -279,11 +362,7 @@ def lstm_from_torch(layer: LSTM, state: Weights, flattened: Shape | None) -> Wei
 
 
 TORCH_LAYERS: dict[type, TorchLayer] = {
-    Conv2D: TorchLayer(
-        lambda layer, shape: nn.Conv2d(shape[-1], layer.filters, layer.kernel_size),
-        lambda layer, p, _: {"weight": p["kernel"].transpose(3, 2, 0, 1), "bias": p["bias"]},
-        lambda layer, s, _: {"kernel": s["weight"].transpose(2, 3, 1, 0), "bias": s["bias"]},
-    ),
+    Conv2D: TorchLayer(build_conv, conv_to_torch, conv_from_torch),
     MaxPool2D: TorchLayer(lambda layer, shape: nn.MaxPool2d(layer.pool_size)),
     Flatten: TorchLayer(lambda layer, shape: nn.Flatten()),
     Dense: TorchLayer(
@@ -298,6 +377,12 @@ TORCH_LAYERS: dict[type, TorchLayer] = {
         lambda layer, shape: LastHidden(shape[-1], layer.units), lstm_to_torch, lstm_from_torch
     ),
     Residual: TorchLayer(build_residual),  # its parameters are its chains' (chain_to_torch)
+    BatchNorm: TorchLayer(
+        lambda layer, shape: SpecBatchNorm(shape[-1], layer.momentum, layer.epsilon),
+        lambda layer, p, _: {BATCH_NORM_NAMES[key]: value for key, value in p.items()},
+        lambda layer, s, _: {key: s[name] for key, name in BATCH_NORM_NAMES.items()},
+    ),
+    GlobalAveragePooling2D: TorchLayer(lambda layer, shape: GlobalAveragePool()),
     PositionEmbedding: TorchLayer(
         lambda layer, shape: TorchPositionEmbedding(*shape),
         lambda layer, p, _: {"weight": p["embeddings"]},

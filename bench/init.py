@@ -4,6 +4,7 @@ Every backend loads these (converting from the canonical layout of bench/layers.
 load), so all frameworks start from bit-identical float32 weights. The schemes are Keras'
 defaults, written out here so no framework's initializer is involved:
   Conv2D / Dense kernels: Glorot uniform; biases: zeros;
+  BatchNorm: gamma ones, beta zeros, moving mean zeros, moving variance ones;
   Embedding: uniform(-0.05, 0.05);
   LSTM: kernel Glorot uniform, recurrent kernel orthogonal, bias zeros with the forget gate at 1;
   PositionEmbedding: uniform(-0.05, 0.05), as Keras' Embedding; LayerNorm: gamma ones, beta
@@ -26,6 +27,7 @@ import numpy as np
 
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
@@ -60,8 +62,23 @@ def dense_like(rng: np.random.Generator, layer: Conv2D | Dense, shapes: dict) ->
     kernel_shape = shapes["kernel"]
     receptive = int(np.prod(kernel_shape[:-2]))  # kh * kw for a conv, 1 for a dense kernel
     fan_in, fan_out = receptive * kernel_shape[-2], receptive * kernel_shape[-1]
-    kernel = glorot_uniform(rng, kernel_shape, fan_in, fan_out)
-    return {"kernel": kernel, "bias": np.zeros(shapes["bias"], np.float32)}
+    weights = {"kernel": glorot_uniform(rng, kernel_shape, fan_in, fan_out)}
+    if "bias" in shapes:  # a Conv2D with use_bias=False has none
+        weights["bias"] = np.zeros(shapes["bias"], np.float32)
+    return weights
+
+
+def batch_norm(rng: np.random.Generator, layer: BatchNorm, shapes: dict) -> Weights:
+    """Parameters and moving statistics (the state comes with the weights: every backend loads
+    and exports both)."""
+    (channels,) = shapes["gamma"]
+    ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
+    return {
+        "gamma": ones,
+        "beta": zeros,
+        "moving_mean": zeros.copy(),
+        "moving_variance": ones.copy(),
+    }
 
 
 def embedding(
@@ -112,11 +129,14 @@ INITIALIZERS: dict[type, Callable[[np.random.Generator, Layer, dict], Weights]] 
     PositionEmbedding: embedding,
     LayerNorm: layer_norm,
     MultiHeadSelfAttention: self_attention,
+    BatchNorm: batch_norm,
 }
 
 
 def layer_weights(rng: np.random.Generator, layer: Layer, input_shape: Shape) -> Weights:
     shapes = layer.param_shapes(input_shape)
+    if hasattr(layer, "state_shapes"):
+        shapes = {**shapes, **layer.state_shapes(input_shape)}
     initializer = INITIALIZERS.get(type(layer))
     if initializer is None:
         assert not shapes, f"no initializer for {type(layer).__name__}"
@@ -125,7 +145,8 @@ def layer_weights(rng: np.random.Generator, layer: Layer, input_shape: Shape) ->
 
 
 def initial_weights(layers: tuple[Layer, ...], input_shape: Shape, seed: int) -> Weights:
-    """`<layer name>/<param>` -> float32 array in the canonical layout, in layer order."""
+    """`<layer name>/<param>` -> float32 array in the canonical layout, in layer order: the
+    parameters and the state (bench.layers.variable_shapes)."""
     return chain_weights(layers, input_shape, [seed])
 
 

@@ -39,25 +39,106 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Conv2D:
+    """A 2-d convolution, stride `strides` in both axes, with an optional bias.
+
+    padding "valid": no padding, output (H - k) // s + 1. padding "same": output ceil(H / s),
+    padded with zeros as TensorFlow, XLA and Keras pad: in each axis
+    total = max((ceil(H / s) - 1) * s + k - H, 0) pixels, total // 2 before (top / left) and
+    the rest after (bottom / right), so an odd total puts the extra pixel at the bottom and the
+    right (a 3x3 stride-2 conv on 32 pixels: 0 before, 1 after; stride 1: 1 and 1).
+    """
+
     filters: int
     kernel_size: int = 3
-    padding: str = "valid"  # "valid" only: every backend then agrees on the output size
+    padding: str = "valid"  # "valid" or "same" (see the docstring for which pixels are padded)
     activation: str | None = "relu"
+    strides: int = 1
+    use_bias: bool = True
+
+    def padding_amounts(self, input_shape: Shape) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((top, bottom), (left, right)) zeros added around the input."""
+        return tuple(
+            same_padding(size, self.kernel_size, self.strides, self.padding)
+            for size in input_shape[:2]
+        )
 
     def output_shape(self, input_shape: Shape) -> Shape:
         height, width, _ = input_shape
-        if self.padding != "valid":
-            raise ValueError(f"Conv2D padding {self.padding!r} is not supported; use 'valid'")
-        return (height - self.kernel_size + 1, width - self.kernel_size + 1, self.filters)
+        if self.padding not in ("valid", "same"):
+            raise ValueError(
+                f"Conv2D padding {self.padding!r} is not supported; use 'valid' or 'same'"
+            )
+        (top, bottom), (left, right) = self.padding_amounts(input_shape)
+        size, stride = self.kernel_size, self.strides
+        out_h = (height + top + bottom - size) // stride + 1
+        out_w = (width + left + right - size) // stride + 1
+        return (out_h, out_w, self.filters)
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
         channels = input_shape[-1]
         size = self.kernel_size
-        return {"kernel": (size, size, channels, self.filters), "bias": (self.filters,)}
+        shapes = {"kernel": (size, size, channels, self.filters)}
+        return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
 
     def flops(self, input_shape: Shape) -> int:
         out_h, out_w, out_c = self.output_shape(input_shape)
         return 2 * out_h * out_w * out_c * self.kernel_size**2 * input_shape[-1]
+
+
+def same_padding(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int]:
+    """(before, after) zeros in one axis (Conv2D's docstring); (0, 0) for "valid"."""
+    if padding != "same":
+        return (0, 0)
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return (total // 2, total - total // 2)
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalization over the last (channel) axis, then an optional activation.
+
+    Training: y = gamma * (x - mean) / sqrt(var + epsilon) + beta with the batch's mean and
+    biased variance (divided by the count, as Keras and Flax compute it; torch's own BatchNorm
+    would store the unbiased one, so the torch backend updates its buffers itself), taken over
+    every axis but the last; then
+      moving_mean     = momentum * moving_mean     + (1 - momentum) * mean
+      moving_variance = momentum * moving_variance + (1 - momentum) * var   (biased)
+    `momentum` is the fraction kept, Keras' and Flax's convention; torch's is its complement
+    (torch momentum 0.1 = 0.9 here). Evaluation normalizes with the moving statistics.
+    gamma and beta are trainable; moving_mean and moving_variance are state (not counted as
+    parameters, not trained, but exported and loaded with the weights).
+    FLOPs: 0 (elementwise, as activations are; framework counters do not count it either).
+    """
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    activation: str | None = None
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"gamma": (input_shape[-1],), "beta": (input_shape[-1],)}
+
+    def state_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {"moving_mean": (input_shape[-1],), "moving_variance": (input_shape[-1],)}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class GlobalAveragePooling2D:
+    """The mean over height and width: (H, W, C) -> (C,). FLOPs: 0 (pooling is not counted)."""
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (input_shape[-1],)
+
+    def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {}
+
+    def flops(self, input_shape: Shape) -> int:
+        return 0
 
 
 @dataclass(frozen=True)
@@ -266,6 +347,13 @@ class Residual:
             for key, shape in param_shapes(layers, input_shape).items()
         }
 
+    def state_shapes(self, input_shape: Shape) -> dict[str, Shape]:
+        return {
+            f"{branch}/{key}": shape
+            for branch, layers in self.branches()
+            for key, shape in state_shapes(layers, input_shape).items()
+        }
+
     def flops(self, input_shape: Shape) -> int:
         return sum(forward_flops(layers, input_shape) for _, layers in self.branches())
 
@@ -282,6 +370,8 @@ Layer = (
     | MultiHeadSelfAttention
     | MaskedMeanPool
     | Residual
+    | BatchNorm
+    | GlobalAveragePooling2D
 )
 
 # The activations a layer's `activation` may name. GELU is the exact one, x * Phi(x) with the
@@ -339,6 +429,40 @@ def param_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> dict[str, Sha
         for param, shape in layer.param_shapes(in_shape).items():
             result[f"{layer_name(index, layer)}/{param}"] = shape
     return result
+
+
+def state_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> dict[str, Shape]:
+    """Every non-trainable state variable (BatchNorm's moving statistics) as
+    `<layer name>/<name>` -> shape, in layer order; a layer without state has no
+    `state_shapes`."""
+    result = {}
+    for index, (layer, (in_shape, _)) in enumerate(zip(layers, trace_shapes(layers, input_shape))):
+        shapes = getattr(layer, "state_shapes", None)
+        for name, shape in (shapes(in_shape) if shapes else {}).items():
+            result[f"{layer_name(index, layer)}/{name}"] = shape
+    return result
+
+
+def variable_shapes(layers: tuple[Layer, ...], input_shape: Shape) -> dict[str, Shape]:
+    """Parameters and state together, in the order of bench/init.py's weights: layer by layer,
+    each layer's parameters before its state (Keras' own order)."""
+    params, state = param_shapes(layers, input_shape), state_shapes(layers, input_shape)
+    order = list(initial_order(layers, input_shape))
+    shapes = {**params, **state}
+    return {key: shapes[key] for key in order}
+
+
+def initial_order(layers: tuple[Layer, ...], input_shape: Shape, prefix: str = ""):
+    """Every variable's canonical name, layer by layer, parameters before state."""
+    for index, (layer, (in_shape, _)) in enumerate(zip(layers, trace_shapes(layers, input_shape))):
+        name = f"{prefix}{layer_name(index, layer)}"
+        if isinstance(layer, Residual):
+            for branch, chain in layer.branches():
+                yield from initial_order(chain, in_shape, f"{name}/{branch}/")
+            continue
+        yield from (f"{name}/{key}" for key in layer.param_shapes(in_shape))
+        shapes = getattr(layer, "state_shapes", None)
+        yield from (f"{name}/{key}" for key in (shapes(in_shape) if shapes else {}))
 
 
 def count_params(layers: tuple[Layer, ...], input_shape: Shape) -> int:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from bench.data import DATASETS
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
     LayerNorm,
     MaskedMeanPool,
@@ -89,6 +91,42 @@ CIFAR_CNN = (
     Dense(64, activation="relu"),
     Dense(10),
 )
+
+
+def basic_block(filters: int, stride: int, project: bool) -> Residual:
+    """ResNet's BasicBlock (He et al., 2016, as kuangliu/pytorch-cifar writes it): 3x3 conv
+    (stride `stride`) - BN - relu - 3x3 conv - BN, plus the shortcut (a 1x1 conv of that stride
+    and BN where the shape changes, else the identity), then relu. Convolutions have no bias."""
+
+    def conv(size: int, stride: int, padding: str) -> Conv2D:
+        return Conv2D(filters, size, padding, activation=None, strides=stride, use_bias=False)
+
+    body = (conv(3, stride, "same"), BatchNorm(activation="relu"), conv(3, 1, "same"), BatchNorm())
+    shortcut = (conv(1, stride, "valid"), BatchNorm()) if project else ()
+    return Residual(body, shortcut, activation="relu")
+
+
+def cifar_resnet(
+    widths: tuple[int, ...] = (64, 128, 256, 512),
+    blocks: tuple[int, ...] = (2, 2, 2, 2),
+    num_classes: int = 10,
+) -> tuple[Layer, ...]:
+    """The CIFAR ResNet (kuangliu/pytorch-cifar's ResNet18 by default): a 3x3 stem conv
+    (no bias) - BN - relu, no max-pool, stages of BasicBlocks whose first block strides by 2
+    from the second stage on, global average pool, Dense. BatchNorm: torch's defaults
+    (momentum 0.1 in torch's convention, 0.9 in the IR's; epsilon 1e-5)."""
+    stem = (
+        Conv2D(widths[0], 3, "same", activation=None, use_bias=False),
+        BatchNorm(activation="relu"),
+    )
+    layers: list[Layer] = list(stem)
+    channels = widths[0]
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        for block in range(count):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers.append(basic_block(width, stride, project=stride != 1 or channels != width))
+            channels = width
+    return (*layers, GlobalAveragePooling2D(), Dense(num_classes))
 
 
 def text_classifier(vocab_size: int = 20000) -> tuple[Layer, ...]:

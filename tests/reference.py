@@ -11,10 +11,12 @@ from scipy.special import erf
 
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     LayerNorm,
     MaskedMeanPool,
     MaxPool2D,
@@ -24,7 +26,7 @@ from bench.layers import (
     layer_name,
     padding_mask,
 )
-from bench.tasks import TaskSpec
+from bench.tasks import TaskSpec, cifar_resnet
 
 MASKED_SCORE = -1e9  # added to a padding key's attention score (bench/layers.py)
 
@@ -33,15 +35,45 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """x (N, H, W, C), kernel (kh, kw, C, F) -> (N, H-kh+1, W-kw+1, F)."""
+def conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias, stride: int = 1) -> np.ndarray:
+    """x (N, H, W, C), kernel (kh, kw, C, F) -> (N, (H-kh)//s+1, (W-kw)//s+1, F); bias or None."""
     kh, kw, _, _ = kernel.shape
-    out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out_h, out_w = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
     out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[3]), np.float64)
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
     for i in range(kh):
         for j in range(kw):
-            out += np.einsum("nhwc,cf->nhwf", x[:, i : i + out_h, j : j + out_w, :], kernel[i, j])
-    return out + bias
+            window = x[:, i : i + span_h : stride, j : j + span_w : stride, :]
+            out += np.einsum("nhwc,cf->nhwf", window, kernel[i, j])
+    return out if bias is None else out + bias
+
+
+def conv2d(x: np.ndarray, layer: Conv2D, kernel: np.ndarray, bias) -> np.ndarray:
+    """The IR's Conv2D: its zero padding (bench/layers.py says which pixels), then a valid conv."""
+    (top, bottom), (left, right) = layer.padding_amounts(x.shape[1:])
+    padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    return conv2d_valid(padded, kernel, bias, layer.strides)
+
+
+def batch_norm(x: np.ndarray, w: dict, name: str, layer: BatchNorm, train: bool) -> np.ndarray:
+    """Training: the batch's mean and biased variance over every axis but the last; else the
+    moving statistics (bench/layers.py's BatchNorm)."""
+    axes = tuple(range(x.ndim - 1))
+    if train:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    else:
+        mean, var = w[f"{name}/moving_mean"], w[f"{name}/moving_variance"]
+    normalized = (x - mean) / np.sqrt(var + layer.epsilon)
+    return normalized * w[f"{name}/gamma"] + w[f"{name}/beta"]
+
+
+def batch_norm_update(layers, weights: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The moving statistics after one training step's forward on x: what every backend's
+    BatchNorm state must hold after that step (float64)."""
+    w = {k: v.astype(np.float64) for k, v in weights.items()}
+    updated: dict[str, np.ndarray] = {}
+    chain(layers, w, x.astype(np.float64), train=True, updates=updated)
+    return updated
 
 
 def max_pool(x: np.ndarray, size: int) -> np.ndarray:
@@ -90,24 +122,33 @@ def masked_mean(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
 
 
 def forward(
-    layers, weights: dict[str, np.ndarray], x: np.ndarray, use_mask: bool = True
-) -> np.ndarray:
-    """Logits in float64 for a batch x (images NHWC float, or token ids). `use_mask=False`
-    ignores the padding mask (what a backend that dropped it would compute: tests only)."""
+    layers, weights: dict[str, np.ndarray], x: np.ndarray, train: bool = False, use_mask=True
+):
+    """Logits in float64 for a batch x (images NHWC float, or token ids); `train`: BatchNorm
+    normalizes with the batch's statistics, as in a training step; `use_mask=False` ignores the
+    padding mask (what a backend that dropped it would compute: tests only)."""
     w = {k: v.astype(np.float64) for k, v in weights.items()}
     mask = padding_mask(x) if use_mask and x.dtype.kind in "iu" else None
-    return chain(layers, w, x if x.dtype.kind in "iu" else x.astype(np.float64), mask)
+    h = x if x.dtype.kind in "iu" else x.astype(np.float64)
+    return chain(layers, w, h, train=train, mask=mask)
 
 
 def chain(
-    layers, w: dict[str, np.ndarray], h: np.ndarray, mask: np.ndarray | None, prefix: str = ""
-) -> np.ndarray:
-    """Layers in order; a weight is found by its path (`prefix` inside a Residual); `mask` is
-    the padding mask (None for images, or to ignore it)."""
+    layers,
+    w,
+    h,
+    prefix: str = "",
+    train: bool = False,
+    updates: dict | None = None,
+    mask: np.ndarray | None = None,
+):
+    """Layers in order; a weight is found by its path (`prefix` inside a Residual). With
+    `updates`, each BatchNorm's new moving statistics are written there (train only). `mask`
+    is the padding mask (None for images, or to ignore it)."""
     for index, layer in enumerate(layers):
         name = prefix + layer_name(index, layer)
         if isinstance(layer, Conv2D):
-            h = conv2d_valid(h, w[f"{name}/kernel"], w[f"{name}/bias"])
+            h = conv2d(h, layer, w[f"{name}/kernel"], w.get(f"{name}/bias"))
         elif isinstance(layer, MaxPool2D):
             h = max_pool(h, layer.pool_size)
         elif isinstance(layer, Flatten):
@@ -127,8 +168,17 @@ def chain(
         elif isinstance(layer, MaskedMeanPool):
             h = masked_mean(h, mask)
         elif isinstance(layer, Residual):
-            body = chain(layer.body, w, h, mask, f"{name}/body/")
-            h = body + chain(layer.shortcut, w, h, mask, f"{name}/shortcut/")
+            body = chain(layer.body, w, h, f"{name}/body/", train, updates, mask)
+            h = body + chain(layer.shortcut, w, h, f"{name}/shortcut/", train, updates, mask)
+        elif isinstance(layer, BatchNorm):
+            if updates is not None:
+                axes, keep = tuple(range(h.ndim - 1)), layer.momentum
+                for stat, value in (("mean", h.mean(axis=axes)), ("variance", h.var(axis=axes))):
+                    key = f"{name}/moving_{stat}"
+                    updates[key] = keep * w[key] + (1 - keep) * value
+            h = batch_norm(h, w, name, layer, train)
+        elif isinstance(layer, GlobalAveragePooling2D):
+            h = h.mean(axis=(1, 2))
         else:
             raise NotImplementedError(type(layer).__name__)
         h = ACTIVATIONS[getattr(layer, "activation", None)](h)
@@ -202,14 +252,26 @@ TEST_TASKS = {
             target_accuracy=None,
             target_source="none: a test task (residual blocks: projection, flatten, identity)",
         ),
+        TaskSpec(
+            name="test_tiny_resnet",
+            dataset="cifar10",
+            layers=cifar_resnet(widths=(4, 8, 8, 16), blocks=(1, 1, 1, 1)),
+            batch_size=16,
+            epochs=1,
+            target_accuracy=None,
+            target_source="none: cifar10_resnet18's block types at 1/16 of its widths, one "
+            "block per stage (stage 1 with an identity shortcut, stages 2-4 strided with 1x1 "
+            "projections)",
+        ),
     )
 }
 
 
-def probe_tasks() -> dict:
-    """The tasks a probe runs: the registry's and TEST_TASKS, which it registers in TASKS (the
-    probe's own process only) so that create_backend finds them by name."""
+def probe_tasks(register: bool = False) -> dict:
+    """The tasks a probe runs: the registry's and TEST_TASKS. register=True (in a probe's own
+    process only, never in pytest's) adds TEST_TASKS to TASKS, so create_backend finds them."""
     from bench.tasks import TASKS
 
-    TASKS.update(TEST_TASKS)
-    return dict(TASKS)
+    if register:
+        TASKS.update(TEST_TASKS)
+    return {**TASKS, **TEST_TASKS}

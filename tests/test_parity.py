@@ -4,7 +4,10 @@ For every registered backend and every task (the registry's and tests/reference.
 TEST_TASKS), from the canonical initial weights:
   - the trainable parameter count equals torch's (and the IR's);
   - the logits of the same batch agree with torch's to 1e-4 relative (to the largest logit);
-  - five optimizer steps on the harness's batches give losses within 1e-3 relative, every step.
+  - five optimizer steps on the harness's batches give losses within 1e-3 relative, every step;
+  - after them, the BatchNorm moving statistics agree to 1e-4 and the evaluation-mode logits
+    (moving statistics, not the batch's) to 1e-4, both relative to the largest value, and the
+    trained parameters to 1e-3 (five steps of rounding differences, amplified by the updates).
 Each backend runs in a fresh process with the worker's environment (tests/parity_probe.py).
 A backend whose framework is not installed is skipped with a message.
 """
@@ -83,7 +86,18 @@ def test_backend_trains_what_torch_trains(backend, probes):
         relative = np.abs(got - expected) / np.abs(expected)
         if not (relative < 1e-3).all():
             failures.append(f"{task}: step losses {got} vs torch {expected} (rel {relative})")
+        for quantity, tolerance in AFTER_STEPS.items():
+            expected, got = reference[f"{task}/{quantity}"], other[f"{task}/{quantity}"]
+            if expected.size == 0:
+                continue  # a model without BatchNorm has no state
+            relative = np.abs(got - expected).max() / np.abs(expected).max()
+            if not relative < tolerance:
+                failures.append(f"{task}: {quantity} differ from torch's by {relative:.2e}")
     assert not failures, "\n".join(failures)
+
+
+# After the five steps: what must agree with torch's, relative to the largest value
+AFTER_STEPS = {"trained_state": 1e-4, "eval_logits": 1e-4, "trained_params": 1e-3}
 
 
 def test_torch_probe_is_sane(probes):

@@ -23,6 +23,7 @@ from bench.layers import (
     forward_flops,
     param_shapes,
     trace_shapes,
+    variable_shapes,
 )
 from bench.tasks import TASKS, get_task
 
@@ -116,9 +117,32 @@ def test_unknown_task_names_the_valid_ones():
         get_task("resnet")
 
 
-def test_valid_padding_only():
-    with pytest.raises(ValueError, match="valid"):
-        Conv2D(8, 3, padding="same").output_shape((8, 8, 1))
+def test_conv_padding_names_valid_and_same():
+    with pytest.raises(ValueError, match="'valid' or 'same'"):
+        Conv2D(8, 3, padding="full").output_shape((8, 8, 1))
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, pads, out",
+    [
+        (32, 3, 1, (1, 1), 32),
+        (32, 3, 2, (0, 1), 16),  # even input, stride 2: the extra zero goes after
+        (31, 3, 2, (1, 1), 16),
+        (32, 1, 2, (0, 0), 16),  # a 1x1 projection needs none
+        (7, 4, 1, (1, 2), 7),
+    ],
+)
+def test_same_padding_as_tensorflow_pads(size, kernel, stride, pads, out):
+    conv = Conv2D(4, kernel, padding="same", strides=stride)
+    assert conv.padding_amounts((size, size, 3)) == (pads, pads)
+    assert conv.output_shape((size, size, 3)) == (out, out, 4)
+
+
+def test_strided_valid_conv_and_no_bias():
+    conv = Conv2D(4, 3, strides=2, use_bias=False)
+    assert conv.output_shape((9, 9, 2)) == (4, 4, 4)
+    assert conv.param_shapes((9, 9, 2)) == {"kernel": (3, 3, 2, 4)}
+    assert conv.flops((9, 9, 2)) == 2 * 4 * 4 * 4 * 9 * 2
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -127,14 +151,15 @@ def test_initial_weights_are_deterministic_and_canonical(name):
     first = initial_weights(task.layers, task.input_shape, seed=0)
     again = initial_weights(task.layers, task.input_shape, seed=0)
     other = initial_weights(task.layers, task.input_shape, seed=1)
-    shapes = param_shapes(task.layers, task.input_shape)
+    shapes = variable_shapes(task.layers, task.input_shape)
     assert list(first) == list(shapes)
     for key, value in first.items():
         assert value.shape == shapes[key] and value.dtype == np.float32
         np.testing.assert_array_equal(value, again[key])
     kernels = [k for k in first if k.endswith("kernel")]
     assert all(not np.array_equal(first[k], other[k]) for k in kernels)
-    assert sum(v.size for v in first.values()) == task.param_count
+    trainable = param_shapes(task.layers, task.input_shape)
+    assert sum(first[key].size for key in trainable) == task.param_count
 
 
 def test_initializer_distributions():
