@@ -246,9 +246,10 @@ IMDB_TRANSFORMER = TaskSpec(
     epochs=3,
     target_accuracy=None,
     target_source=(
-        "none yet: not measured (2026-12-01) - an epoch on the one shared CPU core this was "
-        "built on would take about 15 minutes (390 steps, each 3.6x the FLOPs of an SST-2 step, which took 0.65 s), "
-        "beyond that session; measure with `bench run --tasks imdb_transformer`"
+        "none yet: not measured (2026-12-01); an epoch on the one shared CPU core this was "
+        "built on would take about 15 minutes (390 steps of 3.6x the FLOPs of an SST-2 step, "
+        "which took 0.65 s), beyond that session; measure with `bench run --tasks "
+        "imdb_transformer`"
     ),
     description=f"IMDB reviews, {TRANSFORMER_DESCRIPTION}, last 200 tokens",
 )
