@@ -7,7 +7,11 @@ TEST_TASKS), from the canonical initial weights:
   - five optimizer steps on the harness's batches give losses within 1e-3 relative, every step;
   - after them, the BatchNorm moving statistics agree to 1e-4 and the evaluation-mode logits
     (moving statistics, not the batch's) to 1e-4, both relative to the largest value, and the
-    trained parameters to 1e-3 (five steps of rounding differences, amplified by the updates).
+    trained parameters to 5e-3 (Adam moves a parameter by up to about its learning rate, 1e-3,
+    per step whatever its gradient's size, so one whose gradient is at rounding level moves
+    by up to 5e-3 in a direction rounding decides: attention's key bias, whose exact gradient
+    is zero since the softmax ignores a constant added to every key's score; measured on
+    imdb_transformer, jax against torch: 6.7e-4 in a key bias, 1.2e-3 in one embedding entry).
 Each backend runs in a fresh process with the worker's environment (tests/parity_probe.py).
 A backend whose framework is not installed is skipped with a message.
 """
@@ -97,7 +101,7 @@ def test_backend_trains_what_torch_trains(backend, probes):
 
 
 # After the five steps: what must agree with torch's, relative to the largest value
-AFTER_STEPS = {"trained_state": 1e-4, "eval_logits": 1e-4, "trained_params": 1e-3}
+AFTER_STEPS = {"trained_state": 1e-4, "eval_logits": 1e-4, "trained_params": 5e-3}
 
 
 def test_torch_probe_is_sane(probes):
