@@ -37,18 +37,49 @@ from bench.data import Dataset
 from bench.init import Weights
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
+    LayerNorm,
+    MaskedMeanPool,
     MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    Residual,
     layer_name,
+    model_uses_padding_mask,
+    padding_mask,
     param_shapes,
+    state_shapes,
+    uses_padding_mask,
+    variable_shapes,
 )
 from bench.tasks import TaskSpec
 
-FLAX_PARAM_NAMES = {"embeddings": "embedding"}  # canonical name -> Flax's, where they differ
+# canonical name -> Flax's, where they differ; a "/" in Flax's name nests it one level deeper
+# (attention's projections are submodules of linen.MultiHeadDotProductAttention); BatchNorm's
+# state lives in `batch_stats`
+FLAX_PARAM_NAMES = {
+    "embeddings": "embedding",
+    "gamma": "scale",
+    "beta": "bias",
+    **{
+        f"{projection}_{param}": f"{flax_name}/{param}"
+        for projection, flax_name in (
+            ("query", "query"),
+            ("key", "key"),
+            ("value", "value"),
+            ("output", "out"),
+        )
+        for param in ("kernel", "bias")
+    },
+    "moving_mean": "mean",
+    "moving_variance": "var",
+}
 
 Params = dict[str, dict[str, Any]]  # {layer name: {param name: array}}
 
@@ -98,23 +129,88 @@ class LastHidden(linen.Module):
         return hidden
 
 
-class Model(linen.Module):
-    """The task's IR layers in order; each submodule is named by its canonical layer name."""
+class Chain(linen.Module):
+    """IR layers in order; each submodule is named by its canonical layer name. The model is
+    one, and so is each branch of a Residual (named `body` / `shortcut`), so the parameter tree
+    nests as the canonical names do: `3_residual/body/0_conv2d/kernel`."""
 
     layers: tuple[Layer, ...]
     dtype: Any = jnp.float32  # compute dtype; parameters are always fp32
 
     @linen.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        if mask is None and model_uses_padding_mask(self.layers):
+            mask = padding_mask(x)  # the model's chain: once, from its input token ids
         for index, layer in enumerate(self.layers):
-            apply = FLAX_LAYERS.get(type(layer))
-            if apply is None:
+            name = layer_name(index, layer)
+            masked = {"mask": mask} if uses_padding_mask(layer) else {}
+            if type(layer) in FLAX_TRAINING_LAYERS:
+                x = FLAX_TRAINING_LAYERS[type(layer)](layer, x, name, self.dtype, train, **masked)
+            elif type(layer) in FLAX_LAYERS:
+                x = FLAX_LAYERS[type(layer)](layer, x, name, self.dtype, **masked)
+            else:
                 raise NotImplementedError(f"jax backend has no {type(layer).__name__}")
-            x = apply(layer, x, layer_name(index, layer), self.dtype)
-            activation = getattr(layer, "activation", None)
-            if activation is not None:
-                x = FLAX_ACTIVATIONS[activation](x)
+            x = FLAX_ACTIVATIONS[getattr(layer, "activation", None)](x)
         return x
+
+
+# What a layer's `activation` applies (bench.layers.ACTIVATIONS): GELU exact, not linen.gelu's
+# default tanh approximation.
+FLAX_ACTIVATIONS: dict[str | None, Callable[[jax.Array], jax.Array]] = {
+    None: lambda x: x,
+    "relu": linen.relu,
+    "sigmoid": linen.sigmoid,
+    "gelu": lambda x: linen.gelu(x, approximate=False),
+}
+
+
+class PositionEmbed(linen.Module):
+    """A learned (seq_len, dim) table added to the input."""
+
+    dtype: Any = jnp.float32
+
+    @linen.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        table = self.param("embedding", linen.initializers.zeros_init(), x.shape[1:])
+        return x + table.astype(self.dtype)
+
+
+def self_attention(
+    layer: MultiHeadSelfAttention, x: jax.Array, name: str, dtype: Any, mask: jax.Array
+) -> jax.Array:
+    """linen.MultiHeadDotProductAttention over x, padded keys masked (Flax puts the dtype's
+    lowest value at a masked score: a text without tokens attends uniformly, as specified)."""
+    attention = linen.MultiHeadDotProductAttention(
+        num_heads=layer.heads, dtype=dtype, deterministic=True, name=name
+    )
+    return attention(x, mask=mask[:, None, None, :])  # (batch, heads, queries, keys)
+
+
+def masked_mean_pool(
+    layer: MaskedMeanPool, x: jax.Array, name: str, dtype: Any, mask: jax.Array
+) -> jax.Array:
+    weights = mask.astype(x.dtype)[..., None]
+    return (x * weights).sum(axis=1) / jnp.maximum(weights.sum(axis=1), 1.0)
+
+
+Model = Chain  # the task's whole chain
+
+
+class FlaxResidual(linen.Module):
+    """body(x) + shortcut(x); an empty shortcut Chain is the identity. The padding mask, where
+    the model has one, goes on to both chains."""
+
+    layer: Residual
+    dtype: Any = jnp.float32
+
+    @linen.compact
+    def __call__(
+        self, x: jax.Array, train: bool = False, mask: jax.Array | None = None
+    ) -> jax.Array:
+        body = Chain(self.layer.body, self.dtype, name="body")(x, train, mask)
+        return body + Chain(self.layer.shortcut, self.dtype, name="shortcut")(x, train, mask)
 
 
 def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
@@ -123,12 +219,32 @@ def max_pool(layer: MaxPool2D, x: jax.Array, name: str, dtype: Any) -> jax.Array
 
 
 def conv(layer: Conv2D, x: jax.Array, name: str, dtype: Any) -> jax.Array:
+    """linen.Conv with the IR's padding written out (the pixels XLA's "SAME" pads too)."""
     size = (layer.kernel_size, layer.kernel_size)
-    return linen.Conv(layer.filters, size, padding="VALID", dtype=dtype, name=name)(x)
+    padding = layer.padding_amounts(x.shape[1:])
+    strides = (layer.strides, layer.strides)
+    return linen.Conv(
+        layer.filters, size, strides, padding, use_bias=layer.use_bias, dtype=dtype, name=name
+    )(x)
+
+
+def batch_norm(layer: BatchNorm, x: jax.Array, name: str, dtype: Any, train: bool) -> jax.Array:
+    """linen.BatchNorm: the IR's momentum convention is Flax's; the variance is the biased one,
+    computed as the mean of squared deviations (use_fast_variance=False), as torch and Keras
+    compute it, and in fp32 under bf16 (Flax's reductions are)."""
+    return linen.BatchNorm(
+        use_running_average=not train,
+        momentum=layer.momentum,
+        epsilon=layer.epsilon,
+        dtype=dtype,
+        use_fast_variance=False,
+        name=name,
+    )(x)
 
 
 # One entry per IR layer type: (layer, x, canonical name, compute dtype) -> output, called
 # inside Model's compact __call__, so the submodules it makes are named by the canonical name.
+# A layer that uses the padding mask also gets `mask=` (True at tokens, (batch, seq_len)).
 FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
     Conv2D: conv,
     MaxPool2D: max_pool,
@@ -138,12 +254,23 @@ FLAX_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any], jax.Array]] = {
         layer.vocab_size, layer.dim, dtype=dtype, name=name
     )(x),
     LSTM: lambda layer, x, name, dtype: LastHidden(layer.units, dtype=dtype, name=name)(x),
+    PositionEmbedding: lambda layer, x, name, dtype: PositionEmbed(dtype, name=name)(x),
+    LayerNorm: lambda layer, x, name, dtype: linen.LayerNorm(
+        epsilon=layer.epsilon, dtype=dtype, name=name
+    )(x),
+    MultiHeadSelfAttention: self_attention,
+    MaskedMeanPool: masked_mean_pool,
+    GlobalAveragePooling2D: lambda layer, x, name, dtype: x.mean(axis=(1, 2)),
 }
 
-# An IR layer's `activation` -> the function applied to its output.
-FLAX_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": linen.relu,
-    "sigmoid": linen.sigmoid,
+
+# Layers whose output depends on training or that hold layers which may:
+# (layer, x, canonical name, compute dtype, train) -> output.
+FLAX_TRAINING_LAYERS: dict[type, Callable[[Any, jax.Array, str, Any, bool], jax.Array]] = {
+    Residual: lambda layer, x, name, dtype, train, mask=None: FlaxResidual(layer, dtype, name=name)(
+        x, train, mask
+    ),
+    BatchNorm: batch_norm,
 }
 
 
@@ -151,23 +278,37 @@ def build_module(task: TaskSpec, dtype: Any = jnp.float32) -> Model:
     return Model(layers=task.layers, dtype=dtype)
 
 
-def to_flax_layout(task: TaskSpec, weights: Weights) -> Params:
+def flax_paths(task: TaskSpec, keys=param_shapes) -> dict[str, tuple[str, ...]]:
+    """Canonical `<layer>/<param>` -> its path in Flax's nested params (`keys=state_shapes`:
+    BatchNorm's state, in the `batch_stats` collection)."""
+    paths = {}
+    for key in keys(task.layers, task.input_shape):
+        *path, param = key.split("/")
+        paths[key] = (*path, *FLAX_PARAM_NAMES.get(param, param).split("/"))
+    return paths
+
+
+def to_flax_layout(task: TaskSpec, weights: Weights, keys=param_shapes) -> Params:
     """Canonical `<layer>/<param>` -> Flax's nested params. The layouts already agree (HWIO
-    conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it); only nesting and
-    the embedding's name change."""
+    conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it, attention's
+    (dim, heads, head_dim)); only nesting and some names change (FLAX_PARAM_NAMES). With
+    keys=state_shapes: BatchNorm's `batch_stats` collection."""
     params: Params = {}
-    for key in param_shapes(task.layers, task.input_shape):
-        layer, param = key.split("/")
-        params.setdefault(layer, {})[FLAX_PARAM_NAMES.get(param, param)] = weights[key]
+    for key, path in flax_paths(task, keys).items():
+        node = params
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = weights[key]
     return params
 
 
-def from_flax_layout(task: TaskSpec, params: Params) -> Weights:
+def from_flax_layout(task: TaskSpec, params: Params, keys=param_shapes) -> Weights:
     """The inverse of to_flax_layout, in the canonical key order."""
     weights = {}
-    for key in param_shapes(task.layers, task.input_shape):
-        layer, param = key.split("/")
-        value = params[layer][FLAX_PARAM_NAMES.get(param, param)]
+    for key, path in flax_paths(task, keys).items():
+        value = params
+        for part in path:
+            value = value[part]
         weights[key] = np.ascontiguousarray(value, dtype=np.float32)
     return weights
 
@@ -187,18 +328,29 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_train_step(model: Model, optimizer: optax.GradientTransformation, batch_size: int):
-    """(params, opt_state), (x_train, y_train, permutation), step -> new state, loss."""
+    """(params, opt_state, batch_stats), (x_train, y_train, permutation), step -> new state,
+    loss. batch_stats (BatchNorm's moving statistics; {} without BatchNorm) is Flax's mutable
+    collection: the forward runs in training mode and returns it updated."""
 
-    def loss_of(params: Params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
-        return cross_entropy(model.apply({"params": params}, inputs), labels).mean()
+    def loss_of(params: Params, batch_stats: Params, inputs: jax.Array, labels: jax.Array):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            inputs,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        loss = cross_entropy(logits, labels).mean()
+        return loss, updates.get("batch_stats", batch_stats)
 
     def train_step(state, data, step):
-        params, opt_state = state
+        params, opt_state, batch_stats = state
         x_train, y_train, permutation = data
         index = jax.lax.dynamic_slice_in_dim(permutation, step * batch_size, batch_size)
-        loss, grads = jax.value_and_grad(loss_of)(params, x_train[index], y_train[index])
+        (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(
+            params, batch_stats, x_train[index], y_train[index]
+        )
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state, batch_stats), loss
 
     return train_step
 
@@ -226,8 +378,8 @@ def make_fused_steps(train_step: Callable, num_steps: int) -> Callable:
 
 
 def make_eval_batch(model: Model) -> Callable:
-    def eval_batch(params: Params, inputs: jax.Array, labels: jax.Array):
-        logits = model.apply({"params": params}, inputs)
+    def eval_batch(variables: Params, inputs: jax.Array, labels: jax.Array):
+        logits = model.apply(variables, inputs)  # train=False: BatchNorm's moving statistics
         correct = (jnp.argmax(logits, axis=-1) == labels).sum()
         return correct, cross_entropy(logits, labels).sum()
 
@@ -286,7 +438,8 @@ class JaxBackend(BackendBase):
         task = self.task
         self.model = build_module(task, self.compute_dtype)
         sample = jax.ShapeDtypeStruct((1, *data.x_train.shape[1:]), data.x_train.dtype)
-        self.shapes = jax.eval_shape(self.model.init, jax.random.key(0), sample)["params"]
+        shapes = jax.eval_shape(self.model.init, jax.random.key(0), sample)
+        self.shapes, self.stats_shapes = shapes["params"], shapes.get("batch_stats", {})
         self.load_weights(weights)
         self.x_train = jax.device_put(data.x_train, self.device)
         self.y_train = jax.device_put(data.y_train.astype(np.int32), self.device)
@@ -309,9 +462,21 @@ class JaxBackend(BackendBase):
             assert expected.shape == value.shape, f"{path}: {value.shape} vs {expected.shape}"
         assert jax.tree.structure(params) == jax.tree.structure(self.shapes)
         self.params = jax.device_put(params, self.device)
+        stats = to_flax_layout(self.task, weights, state_shapes)
+        assert jax.tree.structure(stats) == jax.tree.structure(self.stats_shapes)
+        self.batch_stats = jax.device_put(stats, self.device)
 
     def get_weights(self) -> Weights:
-        return from_flax_layout(self.task, jax.device_get(self.params))
+        params = from_flax_layout(self.task, jax.device_get(self.params))
+        stats = from_flax_layout(self.task, jax.device_get(self.batch_stats), state_shapes)
+        merged = {**params, **stats}
+        return {
+            key: merged[key] for key in variable_shapes(self.task.layers, self.task.input_shape)
+        }
+
+    def variables(self) -> Params:
+        """What model.apply evaluates with: the parameters and BatchNorm's moving statistics."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
         self.permutation = jax.device_put(permutation.astype(np.int32), self.device)
@@ -324,7 +489,7 @@ class JaxBackend(BackendBase):
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
         self.check_window(first_step, num_steps, self.permutation.shape[0])
-        state = (self.params, self.opt_state)
+        state = (self.params, self.opt_state, self.batch_stats)
         data = (self.x_train, self.y_train, self.permutation)
         if self.mode == "fused":
             state, loss = self.fused_steps(num_steps)(state, data, first_step)
@@ -336,7 +501,7 @@ class JaxBackend(BackendBase):
             with jax.disable_jit():
                 for step in range(first_step, first_step + num_steps):
                     state, loss = self.train_step(state, data, step)
-        self.params, self.opt_state = state
+        self.params, self.opt_state, self.batch_stats = state
         return float(loss)  # float() waits for the device: the window ends synchronized
 
     def evaluate(self) -> tuple[float, float]:
@@ -344,13 +509,13 @@ class JaxBackend(BackendBase):
         for start in range(0, len(self.y_test), EVAL_BATCH):
             inputs = self.x_test[start : start + EVAL_BATCH]
             labels = self.y_test[start : start + EVAL_BATCH]
-            results.append(self.eval_batch(self.params, inputs, labels))
+            results.append(self.eval_batch(self.variables(), inputs, labels))
         correct, loss_sum = np.asarray(jax.device_get(results), dtype=np.float64).sum(axis=0)
         count = len(self.y_test)
         return float(correct) / count, float(loss_sum) / count
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        logits = self.apply({"params": self.params}, jax.device_put(x, self.device))
+        logits = self.apply(self.variables(), jax.device_put(x, self.device))
         return np.asarray(logits, dtype=np.float32)
 
     def memory_peak_bytes(self) -> int | None:

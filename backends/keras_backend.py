@@ -1,4 +1,5 @@
-"""Keras 3 backend: the IR as a keras.Sequential, trained with compile + fit, on any Keras backend.
+"""Keras 3 backend: the IR as a functional keras.Model, trained with compile + fit, on any Keras
+backend.
 
 One adapter, registered three times (keras-tensorflow, keras-jax, keras-torch): the worker sets
 KERAS_BACKEND before anything imports keras, so `keras.backend.backend()` says which one runs.
@@ -34,7 +35,7 @@ the host inside a window:
               them with Python lists per step (torch's DataLoader: a blocking copy each step).
   TensorFlow  fit gets a tf.data of the epoch's sample indices (tf.data runs on the host, so a
               dataset of the images themselves would copy them through the host every step);
-              GatheringSequential.train_step gathers each step's batch on the device from the
+              GatheringModel.train_step gathers each step's batch on the device from the
               resident tensors, inside Keras' own compiled step.
 The window's device sync (keras_support's window_loss): the last loss read from its variable to
 the host on TensorFlow (the read waits for the step's kernels), jax.block_until_ready of fit's
@@ -66,7 +67,10 @@ correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embeddi
 gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
 by one, which is wrong for a token seen twice in a batch).
 The loss fit logs is a running mean over the epoch; run_steps returns the last step's own
-loss, which `LastLossSequential` keeps in a one-variable metric.
+loss, which `LastLossModel` keeps in a one-variable metric.
+The model is functional (keras.Input, each layer called in turn, as keras.Sequential builds
+it) so that the padding mask, computed once from the input token ids, reaches the layers that
+take it as a second input (`padding_mask=`; DESIGN.md, "The padding mask").
 """
 
 from __future__ import annotations
@@ -101,7 +105,26 @@ from backends.keras_windows import EpochFit, KerasThread  # noqa: E402
 from bench import data as datasets
 from bench.config import RunConfig
 from bench.init import Weights
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, layer_name
+from bench.layers import (
+    LSTM,
+    PAD_ID,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    GlobalAveragePooling2D,
+    Layer,
+    LayerNorm,
+    MaskedMeanPool,
+    MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    Residual,
+    layer_name,
+    model_uses_padding_mask,
+    uses_padding_mask,
+)
 from bench.tasks import TaskSpec
 
 
@@ -127,11 +150,11 @@ class Resident:
     y: object = None
 
 
-class LastLossSequential(keras.Sequential):
-    """keras.Sequential whose fit logs also carry `last_loss`: the loss of the latest step."""
+class LastLossModel(keras.Model):
+    """A functional keras.Model whose fit logs also carry `last_loss`: the latest step's loss."""
 
-    def __init__(self, layers: list[keras.Layer]) -> None:
-        super().__init__(layers)
+    def __init__(self, inputs, outputs) -> None:
+        super().__init__(inputs, outputs)
         self.last_loss = LastValue()
         self.resident = Resident()
 
@@ -153,7 +176,7 @@ class LastLossSequential(keras.Sequential):
                 variable.assign(jax.device_put(variable.value, device))
 
 
-class GatheringSequential(LastLossSequential):
+class GatheringModel(LastLossModel):
     """On TensorFlow: fit's data are each step's sample indices; the batch is gathered from the
     resident training split on the device, then Keras' own train_step runs on it."""
 
@@ -202,14 +225,133 @@ def dense_gradient(gradient):
     return gradient
 
 
+class KerasPositionEmbedding(keras.layers.Layer):
+    """A learned (seq_len, dim) table added to the input."""
+
+    def build(self, input_shape) -> None:
+        self.embeddings = self.add_weight(
+            shape=tuple(input_shape[1:]), initializer="zeros", name="embeddings"
+        )
+
+    def call(self, x):
+        return x + ops.cast(self.embeddings, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class KerasSelfAttention(keras.layers.Layer):
+    """keras.layers.MultiHeadAttention as self-attention, padding keys masked out (Keras adds
+    -1e9 to a masked score, so a text without tokens attends uniformly, as specified)."""
+
+    def __init__(self, heads: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.heads = heads
+
+    def build(self, x_shape, padding_mask_shape=None) -> None:
+        key_dim = x_shape[-1] // self.heads
+        self.attention = keras.layers.MultiHeadAttention(
+            self.heads, key_dim, dtype=self.dtype_policy
+        )
+        self.attention.build(x_shape, x_shape)
+
+    def call(self, x, padding_mask):
+        return self.attention(x, x, attention_mask=padding_mask[:, None, :])
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return x_shape
+
+
+class KerasMaskedMeanPool(keras.layers.Layer):
+    """The mean over the non-padding positions (a text without tokens pools to zeros; Keras'
+    GlobalAveragePooling1D with a mask would divide by zero there)."""
+
+    def call(self, x, padding_mask):
+        weights = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)
+        return ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return (x_shape[0], x_shape[-1])
+
+
+# A Keras weight's canonical name is its variable's name, except inside a layer made of
+# sublayers: there the sublayer and variable name (the last two parts of its path) map to it.
+KERAS_PARAM_NAMES = {
+    f"{keras_name}/{param}": f"{canonical}_{param}"
+    for keras_name, canonical in (
+        ("query", "query"),
+        ("key", "key"),
+        ("value", "value"),
+        ("attention_output", "output"),
+    )
+    for param in ("kernel", "bias")
+}
+
+
+def canonical_param(variable) -> str:
+    return KERAS_PARAM_NAMES.get("/".join(variable.path.split("/")[-2:]), variable.name)
+
+
+class KerasResidual(keras.layers.Layer):
+    """activation(body(x) + shortcut(x)) over two lists of Keras layers (an empty shortcut is
+    the identity); `training` reaches every sublayer, as Sequential passes it to its own."""
+
+    def __init__(self, layer: Residual, body: list, shortcut: list, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.layer = layer  # the IR block: which sublayers take the padding mask
+        self.body_layers = body
+        self.shortcut_layers = shortcut
+        self.activation = keras.activations.get(layer.activation)
+
+    def build(self, input_shape) -> None:
+        for chain in (self.body_layers, self.shortcut_layers):
+            shape = input_shape
+            for layer in chain:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self.body_layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def call(self, x, padding_mask=None, training=None):
+        body = apply_chain(self.layer.body, self.body_layers, x, padding_mask, training)
+        shortcut = apply_chain(self.layer.shortcut, self.shortcut_layers, x, padding_mask, training)
+        return self.activation(ops.add(body, shortcut))
+
+
+class ActivatedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization (the IR's momentum convention, the biased variance, fp32
+    statistics under mixed_bfloat16), then the IR layer's activation; its variables are named
+    gamma, beta, moving_mean, moving_variance, as the canonical ones."""
+
+    def __init__(self, activation: str | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+
+    def call(self, inputs, training=None, mask=None):
+        return self.activation(super().call(inputs, training=training, mask=mask))
+
+
+def keras_residual(layer: Residual, dtype: str, use_cudnn: bool | str) -> KerasResidual:
+    body = build_chain(layer.body, dtype, use_cudnn)
+    shortcut = build_chain(layer.shortcut, dtype, use_cudnn)
+    return KerasResidual(layer, body, shortcut, dtype=dtype)
+
+
 # One builder per IR layer type: (layer, dtype policy, use_cudnn) -> the Keras layer. The
-# canonical layout is Keras' own, so weights map unchanged.
+# canonical layout is Keras' own, so weights map unchanged (KERAS_PARAM_NAMES names them).
+# A layer that uses the padding mask is called with `padding_mask=` (True at tokens).
 KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     Conv2D: lambda layer, dtype, _: keras.layers.Conv2D(
         layer.filters,
         layer.kernel_size,
-        padding=layer.padding,
+        strides=layer.strides,
+        padding=layer.padding,  # Keras' "same" pads the pixels the IR's does (TensorFlow's)
         activation=layer.activation,
+        use_bias=layer.use_bias,
         dtype=dtype,
     ),
     MaxPool2D: lambda layer, dtype, _: keras.layers.MaxPooling2D(layer.pool_size, dtype=dtype),
@@ -223,18 +365,66 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     LSTM: lambda layer, dtype, use_cudnn: keras.layers.LSTM(
         layer.units, dtype=dtype, use_cudnn=use_cudnn
     ),
+    PositionEmbedding: lambda layer, dtype, _: KerasPositionEmbedding(dtype=dtype),
+    LayerNorm: lambda layer, dtype, _: keras.layers.LayerNormalization(
+        epsilon=layer.epsilon, dtype=dtype
+    ),
+    MultiHeadSelfAttention: lambda layer, dtype, _: KerasSelfAttention(layer.heads, dtype=dtype),
+    MaskedMeanPool: lambda layer, dtype, _: KerasMaskedMeanPool(dtype=dtype),
+    Residual: keras_residual,
+    BatchNorm: lambda layer, dtype, _: ActivatedBatchNormalization(
+        layer.activation, momentum=layer.momentum, epsilon=layer.epsilon, dtype=dtype
+    ),
+    GlobalAveragePooling2D: lambda layer, dtype, _: keras.layers.GlobalAveragePooling2D(
+        dtype=dtype
+    ),
 }
 
 
 def build_layers(task: TaskSpec, dtype: str, use_cudnn: bool | str = "auto") -> list[keras.Layer]:
     """The IR as Keras layers."""
-    layers = []
-    for layer in task.layers:
+    return build_chain(task.layers, dtype, use_cudnn)
+
+
+def build_chain(layers: tuple[Layer, ...], dtype: str, use_cudnn: bool | str) -> list[keras.Layer]:
+    built = []
+    for layer in layers:
         build = KERAS_LAYERS.get(type(layer))
         if build is None:
             raise NotImplementedError(f"keras backend has no {type(layer).__name__}")
-        layers.append(build(layer, dtype, use_cudnn))
-    return layers
+        built.append(build(layer, dtype, use_cudnn))
+    return built
+
+
+def canonical_variables(layers: tuple[Layer, ...], keras_layers: list, prefix: str = ""):
+    """(canonical name, Keras variable) of every weight, in the canonical order: a Keras
+    variable is named as the canonical parameter, and a Residual's are found under its path."""
+    for index, (layer, keras_layer) in enumerate(zip(layers, keras_layers)):
+        name = f"{prefix}{layer_name(index, layer)}"
+        if isinstance(layer, Residual):
+            yield from canonical_variables(layer.body, keras_layer.body_layers, f"{name}/body/")
+            chain = keras_layer.shortcut_layers
+            yield from canonical_variables(layer.shortcut, chain, f"{name}/shortcut/")
+            continue
+        for variable in keras_layer.weights:
+            yield f"{name}/{canonical_param(variable)}", variable
+
+
+def apply_layers(task: TaskSpec, keras_layers: list[keras.Layer], inputs):
+    """The model's output from its input: each layer in turn, as keras.Sequential calls them,
+    and the padding mask (computed once from the token ids) to those that take it."""
+    mask = ops.not_equal(inputs, PAD_ID) if model_uses_padding_mask(task.layers) else None
+    return apply_chain(task.layers, keras_layers, inputs, mask)
+
+
+def apply_chain(layers: tuple[Layer, ...], keras_layers: list, x, mask, training=None):
+    """A chain's Keras layers in turn; `padding_mask=` to those whose IR layer takes it."""
+    for layer, keras_layer in zip(layers, keras_layers):
+        kwargs = {} if training is None else {"training": training}
+        if uses_padding_mask(layer):
+            kwargs["padding_mask"] = mask
+        x = keras_layer(x, **kwargs)
+    return x
 
 
 # What compile(jit_compile=True) is on each Keras backend, and what jit_compile=False is.
@@ -360,8 +550,8 @@ class KerasBackend(BackendBase):
         inputs = keras.Input(shape=task.input_shape, dtype=input_dtype)
         use_cudnn = lstm_use_cudnn(self.config.device, self.config.precision)
         self.keras_layers = build_layers(task, self.dtype_policy, use_cudnn)
-        model_class = GatheringSequential if FRAMEWORK == "tensorflow" else LastLossSequential
-        self.model = model_class([inputs, *self.keras_layers])
+        model_class = GatheringModel if FRAMEWORK == "tensorflow" else LastLossModel
+        self.model = model_class(inputs, apply_layers(task, self.keras_layers, inputs))
         self.load_weights(weights)
         adam = task.optimizer
         self.model.compile(
@@ -382,23 +572,20 @@ class KerasBackend(BackendBase):
         self.test_labels = data.y_test
 
     def load_weights(self, weights: Weights) -> None:
-        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
-            for variable in keras_layer.weights:  # Keras' names are the canonical ones
-                value = weights[f"{layer_name(index, layer)}/{variable.name}"]
-                assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
-                variable.assign(value)
+        for key, variable in canonical_variables(self.task.layers, self.keras_layers):
+            value = weights[key]
+            assert tuple(variable.shape) == value.shape, (variable.path, value.shape)
+            variable.assign(value)
 
     def get_weights(self) -> Weights:
         self.end_fit()
         return self.on_keras_thread(self.read_weights)
 
     def read_weights(self) -> Weights:
-        weights = {}
-        for index, (layer, keras_layer) in enumerate(zip(self.task.layers, self.keras_layers)):
-            for variable in keras_layer.weights:
-                key = f"{layer_name(index, layer)}/{variable.name}"
-                weights[key] = np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
-        return weights
+        return {
+            key: np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
+            for key, variable in canonical_variables(self.task.layers, self.keras_layers)
+        }
 
     def begin_epoch(self, permutation: np.ndarray) -> None:
         """The epoch's order (on the device for JAX and torch, whose steps slice it there; on

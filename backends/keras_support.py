@@ -81,7 +81,7 @@ class TensorflowSupport:
     def fit_input(self, model, order: np.ndarray, first_step: int, num_steps: int, batch: int):
         """fit's input: a tf.data of each step's sample indices, batched in order, with no
         tf.data background threads (on a small CPU they compete with the step's);
-        GatheringSequential.train_step gathers the batch on the device."""
+        GatheringModel.train_step gathers the batch on the device."""
         indices = order[first_step * batch : (first_step + num_steps) * batch]
         options = self.tf.data.Options()
         options.autotune.enabled = False

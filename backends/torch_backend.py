@@ -230,7 +230,9 @@ class TorchBackend(BackendBase):
         train nothing that counts, and every tensor keeps the address the graph recorded.
         Runs in the first timed window, so its cost is reported as the compile time."""
         self.static_batches()
-        saved = [p.detach().clone() for p in self.model.parameters()]
+        # the parameters and the buffers (BatchNorm's running statistics) the warm-up moves
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        saved = [tensor.detach().clone() for tensor in tensors]
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -244,8 +246,8 @@ class TorchBackend(BackendBase):
         with torch.cuda.graph(self.graph, stream=stream):  # the stream that warmed up
             self.static_loss = self.graphed_step()
         with torch.no_grad():
-            for parameter, value in zip(self.model.parameters(), saved):
-                parameter.copy_(value)
+            for tensor, value in zip(tensors, saved):
+                tensor.copy_(value)
             for state in self.optimizer.state.values():
                 for value in state.values():
                     if torch.is_tensor(value):
@@ -254,6 +256,7 @@ class TorchBackend(BackendBase):
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
         self.check_window(first_step, num_steps, self.steps_per_epoch * self.batch_size)
+        self.model.train()  # BatchNorm: batch statistics, running statistics updated
         if self.mode == "fused":
             return self.replay_steps(first_step, num_steps)
         batch = self.batch_size
@@ -271,6 +274,7 @@ class TorchBackend(BackendBase):
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
+        self.model.eval()  # BatchNorm: the running statistics
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for start in range(0, len(self.y_test), EVAL_BATCH):
@@ -285,6 +289,7 @@ class TorchBackend(BackendBase):
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
         with self.autocast():
             return self.model(self.to_device_inputs(x)).float().cpu().numpy()
 

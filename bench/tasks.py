@@ -12,12 +12,19 @@ from dataclasses import dataclass
 from bench.data import DATASETS
 from bench.layers import (
     LSTM,
+    BatchNorm,
     Conv2D,
     Dense,
     Embedding,
     Flatten,
+    GlobalAveragePooling2D,
     Layer,
+    LayerNorm,
+    MaskedMeanPool,
     MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    Residual,
     Shape,
     count_params,
     forward_flops,
@@ -92,8 +99,58 @@ CIFAR_CNN = (
 MNIST_MLP_LAYERS = (Flatten(), Dense(128, activation="sigmoid"), Dense(10))
 
 
+def basic_block(filters: int, stride: int, project: bool) -> Residual:
+    """ResNet's BasicBlock (He et al., 2016, as kuangliu/pytorch-cifar writes it): 3x3 conv
+    (stride `stride`) - BN - relu - 3x3 conv - BN, plus the shortcut (a 1x1 conv of that stride
+    and BN where the shape changes, else the identity), then relu. Convolutions have no bias."""
+
+    def conv(size: int, stride: int, padding: str) -> Conv2D:
+        return Conv2D(filters, size, padding, activation=None, strides=stride, use_bias=False)
+
+    body = (conv(3, stride, "same"), BatchNorm(activation="relu"), conv(3, 1, "same"), BatchNorm())
+    shortcut = (conv(1, stride, "valid"), BatchNorm()) if project else ()
+    return Residual(body, shortcut, activation="relu")
+
+
+def cifar_resnet(
+    widths: tuple[int, ...] = (64, 128, 256, 512),
+    blocks: tuple[int, ...] = (2, 2, 2, 2),
+    num_classes: int = 10,
+) -> tuple[Layer, ...]:
+    """The CIFAR ResNet (kuangliu/pytorch-cifar's ResNet18 by default): a 3x3 stem conv
+    (no bias) - BN - relu, no max-pool, stages of BasicBlocks whose first block strides by 2
+    from the second stage on, global average pool, Dense. BatchNorm: torch's defaults
+    (momentum 0.1 in torch's convention, 0.9 in the IR's; epsilon 1e-5)."""
+    stem = (
+        Conv2D(widths[0], 3, "same", activation=None, use_bias=False),
+        BatchNorm(activation="relu"),
+    )
+    layers: list[Layer] = list(stem)
+    channels = widths[0]
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        for block in range(count):
+            stride = 2 if stage > 0 and block == 0 else 1
+            layers.append(basic_block(width, stride, project=stride != 1 or channels != width))
+            channels = width
+    return (*layers, GlobalAveragePooling2D(), Dense(num_classes))
+
+
 def text_classifier(vocab_size: int = 20000) -> tuple[Layer, ...]:
     return (Embedding(vocab_size, 128), LSTM(128), Dense(2))
+
+
+def transformer_classifier(
+    vocab_size: int = 20000, width: int = 128, heads: int = 4, mlp: int = 512, blocks: int = 2
+) -> tuple[Layer, ...]:
+    """Token + learned position embeddings, `blocks` pre-LayerNorm encoder blocks
+    (x + attention(LN(x)), then x + MLP(LN(x)) with an exact-GELU hidden layer), a final
+    LayerNorm (the pre-LN design's, as in GPT-2 and ViT), the mean over the non-padding tokens,
+    Dense 2. No dropout (a rate-0 dropout is no layer at all)."""
+    attention = Residual((LayerNorm(), MultiHeadSelfAttention(heads)))
+    feed_forward = Residual((LayerNorm(), Dense(mlp, activation="gelu"), Dense(width)))
+    encoder = (attention, feed_forward) * blocks
+    head = (LayerNorm(), MaskedMeanPool(), Dense(2))
+    return (Embedding(vocab_size, width), PositionEmbedding(), *encoder, *head)
 
 
 MNIST_CNN = TaskSpec(
@@ -187,9 +244,55 @@ IMDB_LSTM = TaskSpec(
     description="IMDB reviews, Embedding(20000,128)-LSTM(128)-Dense(2), last 200 tokens",
 )
 
+TRANSFORMER_DESCRIPTION = (
+    "Embedding(20000,128)+positions, 2 pre-LN encoder blocks (4 heads, MLP 512, GELU), "
+    "LayerNorm, mean over the tokens, Dense(2)"
+)
+
+SST2_TRANSFORMER = TaskSpec(
+    name="sst2_transformer",
+    dataset="sst2",
+    layers=transformer_classifier(),
+    batch_size=64,
+    epochs=3,
+    target_accuracy=0.80,
+    target_source=(
+        "measured 2026-12-01, torch fp32 CPU (1 thread, one core shared with other work) seed 0, "
+        "a 1-epoch run (results/cpu/2026-12-01-sst2-transformer-torch; with constant-rate Adam "
+        "it is epoch 1 of the 3-epoch run): dev accuracy 0.8234 after epoch 1; target set "
+        "below it, as sst2_lstm's (epochs 2-3 not measured yet)"
+    ),
+    description=f"SST-2 (dev split as test), {TRANSFORMER_DESCRIPTION}, 64 tokens",
+)
+
+IMDB_TRANSFORMER = TaskSpec(
+    name="imdb_transformer",
+    dataset="imdb",
+    layers=transformer_classifier(),
+    batch_size=64,
+    epochs=3,
+    target_accuracy=None,
+    target_source=(
+        "none yet: not measured (2026-12-01); an epoch on the one shared CPU core this was "
+        "built on would take about 15 minutes (390 steps of 3.6x the FLOPs of an SST-2 step, "
+        "which took 0.65 s), beyond that session; measure with `bench run --tasks "
+        "imdb_transformer`"
+    ),
+    description=f"IMDB reviews, {TRANSFORMER_DESCRIPTION}, last 200 tokens",
+)
+
 TASKS: dict[str, TaskSpec] = {
     task.name: task
-    for task in (MNIST_CNN, MNIST_MLP, FASHION_MNIST_CNN, CIFAR10_CNN, SST2_LSTM, IMDB_LSTM)
+    for task in (
+        MNIST_CNN,
+        MNIST_MLP,
+        FASHION_MNIST_CNN,
+        CIFAR10_CNN,
+        SST2_LSTM,
+        IMDB_LSTM,
+        SST2_TRANSFORMER,
+        IMDB_TRANSFORMER,
+    )
 }
 
 

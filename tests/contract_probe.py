@@ -17,12 +17,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference import forward, softmax_cross_entropy, tiny_dataset  # noqa: E402
+from reference import forward, probe_tasks, softmax_cross_entropy, tiny_dataset  # noqa: E402
 
 from backends import Unsupported, create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
-from bench.tasks import TASKS  # noqa: E402
+
+TASKS = probe_tasks(register=True)
 
 
 def make(name: str, task_name: str, **overrides):
@@ -63,8 +64,8 @@ def first_step(name: str, task_name: str):
     permutation = epoch_permutation(0, 0, len(data.y_train))
     backend.begin_epoch(permutation)
     batch = permutation[: task.batch_size]
-    expected = softmax_cross_entropy(
-        forward(task.layers, weights, data.x_train[batch]), data.y_train[batch]
+    expected = softmax_cross_entropy(  # train: BatchNorm with the batch's statistics
+        forward(task.layers, weights, data.x_train[batch], train=True), data.y_train[batch]
     )
     loss = backend.run_steps(0, 1)
     first_key = next(iter(weights))
@@ -110,8 +111,8 @@ def refusal(name: str, **overrides) -> str | None:
     return None
 
 
-def bf16(name: str) -> list[float]:
-    backend, _, _, data = make(name, "mnist_cnn", precision="bf16")
+def bf16(name: str, task_name: str) -> list[float]:
+    backend, _, _, data = make(name, task_name, precision="bf16")
     backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
     return [backend.run_steps(0, 2), backend.run_steps(2, 2)]
 
@@ -131,7 +132,7 @@ def main(name: str) -> dict:
         "training": trained,
         "tf32_on_cpu": refusal(name, precision="tf32"),
         "cuda_without_gpu": refusal(name, device="cuda"),
-        "bf16_losses": bf16(name),
+        "bf16_losses": bf16(name, "mnist_cnn") + bf16(name, "test_tiny_resnet"),  # + BatchNorm
     }
 
 

@@ -1,10 +1,12 @@
 """Runs one backend over every task on tiny data and saves what the parity tests compare.
 
-    python tests/parity_probe.py BACKEND OUT.npz [MODE [DEVICE]]
+    python tests/parity_probe.py BACKEND OUT.npz [MODE [DEVICE [TASKS]]]
 
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
-canonical initial weights, and the losses of five optimizer steps on the harness's batches.
+canonical initial weights, the losses of five optimizer steps on the harness's batches, and
+after those steps: the trained parameters and the BatchNorm state (each flattened into one
+vector, in canonical order) and the evaluation-mode logits of the fixed batch.
 """
 
 from __future__ import annotations
@@ -17,20 +19,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference import tiny_dataset  # noqa: E402
+from reference import probe_tasks, tiny_dataset  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
-from bench.tasks import TASKS  # noqa: E402
+from bench.layers import param_shapes, state_shapes  # noqa: E402
 
 STEPS = 5
 PROBE_BATCH = 16
 
 
-def probe(backend_name: str, mode: str = "default", device: str = "cpu") -> dict[str, np.ndarray]:
+def probe(
+    backend_name: str, mode: str = "default", device: str = "cpu", only: str = ""
+) -> dict[str, np.ndarray]:
     results = {}
-    for name, task in TASKS.items():
+    for name, task in probe_tasks(register=True).items():
+        if only and name not in only.split(","):
+            continue
         config = RunConfig(
             task=name, backend=backend_name, mode=mode, device=device, threads=2, seed=0
         )
@@ -43,6 +49,12 @@ def probe(backend_name: str, mode: str = "default", device: str = "cpu") -> dict
         backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
         losses = [backend.run_steps(step, 1) for step in range(STEPS)]
         results[f"{name}/losses"] = np.array(losses)
+        trained = backend.get_weights()
+        for kind, shapes in (("params", param_shapes), ("state", state_shapes)):
+            keys = shapes(task.layers, task.input_shape)
+            values = [trained[key].ravel() for key in keys]
+            results[f"{name}/trained_{kind}"] = np.concatenate(values) if values else np.zeros(0)
+        results[f"{name}/eval_logits"] = backend.predict(data.x_test[:PROBE_BATCH])
     return results
 
 
@@ -50,4 +62,5 @@ if __name__ == "__main__":
     backend_name, out = sys.argv[1], sys.argv[2]
     mode = sys.argv[3] if len(sys.argv) > 3 else "default"
     device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
-    np.savez(out, **probe(backend_name, mode, device))
+    only = sys.argv[5] if len(sys.argv) > 5 else ""  # comma-separated task names, to debug one
+    np.savez(out, **probe(backend_name, mode, device, only))

@@ -22,9 +22,13 @@ from backends import BACKENDS, missing_modules
 from bench.cell import worker_environment
 from bench.config import RunConfig
 from bench.metrics import nvml_devices
-from bench.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from reference import probe_tasks  # noqa: E402
+
+TASKS = probe_tasks()  # the registry's tasks and the test tasks, as the probe runs them
 INSTALLED = [name for name in BACKENDS if not missing_modules(name)]
 
 

@@ -109,7 +109,8 @@ def probe_bf16(backend_name: str) -> dict:
     x = data.x_test[:16]
     logits = backend.predict(x)
     return {
-        "policies": sorted({layer.dtype_policy.name for layer in backend.model.layers}),
+        # the IR's layers (a functional model's `layers` also holds its InputLayer)
+        "policies": sorted({layer.dtype_policy.name for layer in backend.keras_layers}),
         "variable_dtypes": sorted({str(v.dtype) for v in backend.model.trainable_weights}),
         "logits_dtype": str(logits.dtype),
         "logit_error": relative_error(logits, forward(task.layers, weights, x)),

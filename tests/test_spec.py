@@ -8,7 +8,23 @@ import pytest
 
 from bench.data import DATASETS
 from bench.init import epoch_permutation, initial_weights
-from bench.layers import LSTM, Conv2D, Dense, Embedding, Flatten, MaxPool2D, param_shapes
+from bench.layers import (
+    LSTM,
+    Conv2D,
+    Dense,
+    Embedding,
+    Flatten,
+    LayerNorm,
+    MaskedMeanPool,
+    MaxPool2D,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    Residual,
+    forward_flops,
+    param_shapes,
+    trace_shapes,
+    variable_shapes,
+)
 from bench.tasks import TASKS, get_task
 
 # Parameter counts worked out by hand from the layer sizes.
@@ -19,6 +35,19 @@ EXPECTED_PARAMS = {
     "cifar10_cnn": (896) + (3 * 3 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (1024 * 64 + 64) + 650,
     "sst2_lstm": 20000 * 128 + (128 * 512 + 128 * 512 + 512) + (128 * 2 + 2),
     "imdb_lstm": 20000 * 128 + (128 * 512 + 128 * 512 + 512) + (128 * 2 + 2),
+    # tokens + positions (64 x 128), 2 x [LN (2 x 128), attention (4 x (128 x 128 + 128)),
+    # LN, Dense 128 -> 512, Dense 512 -> 128], the final LN, Dense 128 -> 2: 2,965,250
+    "sst2_transformer": 20000 * 128
+    + 64 * 128
+    + 2 * (256 + 4 * (128 * 128 + 128) + 256 + (128 * 512 + 512) + (512 * 128 + 128))
+    + 256
+    + (128 * 2 + 2),
+    # the same with 200 positions: 2,982,658
+    "imdb_transformer": 20000 * 128
+    + 200 * 128
+    + 2 * (256 + 4 * (128 * 128 + 128) + 256 + (128 * 512 + 512) + (512 * 128 + 128))
+    + 256
+    + (128 * 2 + 2),
 }
 
 
@@ -65,6 +94,23 @@ def test_flops_per_sample_by_hand():
     assert get_task("mnist_cnn").flops_per_sample == conv + dense
     lstm = 2 * 64 * (128 + 128) * 512
     assert get_task("sst2_lstm").flops_per_sample == lstm + 2 * 128 * 2
+    # per block: q, k, v and output projections, scores and the weighted sum over 64 x 64, the
+    # MLP's two matmuls; then the head (LayerNorm, pooling and GELU are not counted)
+    attention = 4 * 2 * 64 * 128 * 128 + 2 * 2 * 64 * 64 * 128
+    mlp = 2 * 2 * 64 * 128 * 512
+    assert get_task("sst2_transformer").flops_per_sample == 2 * (attention + mlp) + 2 * 128 * 2
+
+
+def test_transformer_tasks_are_pre_layernorm_encoders():
+    task = get_task("sst2_transformer")
+    assert task.layers == get_task("imdb_transformer").layers
+    assert task.layers[:2] == (Embedding(20000, 128), PositionEmbedding())
+    blocks = task.layers[2:6]
+    assert blocks[0] == Residual((LayerNorm(), MultiHeadSelfAttention(4)))
+    assert blocks[1] == Residual((LayerNorm(), Dense(512, "gelu"), Dense(128)))
+    assert blocks[2:] == blocks[:2]
+    assert task.layers[6:] == (LayerNorm(), MaskedMeanPool(), Dense(2))
+    assert (task.batch_size, task.optimizer.learning_rate) == (64, 1e-3)  # as the LSTM tasks
 
 
 def test_unknown_task_names_the_valid_ones():
@@ -72,9 +118,32 @@ def test_unknown_task_names_the_valid_ones():
         get_task("resnet")
 
 
-def test_valid_padding_only():
-    with pytest.raises(ValueError, match="valid"):
-        Conv2D(8, 3, padding="same").output_shape((8, 8, 1))
+def test_conv_padding_names_valid_and_same():
+    with pytest.raises(ValueError, match="'valid' or 'same'"):
+        Conv2D(8, 3, padding="full").output_shape((8, 8, 1))
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, pads, out",
+    [
+        (32, 3, 1, (1, 1), 32),
+        (32, 3, 2, (0, 1), 16),  # even input, stride 2: the extra zero goes after
+        (31, 3, 2, (1, 1), 16),
+        (32, 1, 2, (0, 0), 16),  # a 1x1 projection needs none
+        (7, 4, 1, (1, 2), 7),
+    ],
+)
+def test_same_padding_as_tensorflow_pads(size, kernel, stride, pads, out):
+    conv = Conv2D(4, kernel, padding="same", strides=stride)
+    assert conv.padding_amounts((size, size, 3)) == (pads, pads)
+    assert conv.output_shape((size, size, 3)) == (out, out, 4)
+
+
+def test_strided_valid_conv_and_no_bias():
+    conv = Conv2D(4, 3, strides=2, use_bias=False)
+    assert conv.output_shape((9, 9, 2)) == (4, 4, 4)
+    assert conv.param_shapes((9, 9, 2)) == {"kernel": (3, 3, 2, 4)}
+    assert conv.flops((9, 9, 2)) == 2 * 4 * 4 * 4 * 9 * 2
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -83,14 +152,15 @@ def test_initial_weights_are_deterministic_and_canonical(name):
     first = initial_weights(task.layers, task.input_shape, seed=0)
     again = initial_weights(task.layers, task.input_shape, seed=0)
     other = initial_weights(task.layers, task.input_shape, seed=1)
-    shapes = param_shapes(task.layers, task.input_shape)
+    shapes = variable_shapes(task.layers, task.input_shape)
     assert list(first) == list(shapes)
     for key, value in first.items():
         assert value.shape == shapes[key] and value.dtype == np.float32
         np.testing.assert_array_equal(value, again[key])
     kernels = [k for k in first if k.endswith("kernel")]
     assert all(not np.array_equal(first[k], other[k]) for k in kernels)
-    assert sum(v.size for v in first.values()) == task.param_count
+    trainable = param_shapes(task.layers, task.input_shape)
+    assert sum(first[key].size for key in trainable) == task.param_count
 
 
 def test_initializer_distributions():
@@ -121,3 +191,61 @@ def test_epoch_permutations():
     np.testing.assert_array_equal(first, epoch_permutation(0, 0, 1000))
     assert not np.array_equal(first, epoch_permutation(0, 1, 1000))
     assert not np.array_equal(first, epoch_permutation(1, 0, 1000))
+
+
+RESIDUAL_NET = (
+    Conv2D(4, 3),
+    Residual((Conv2D(4, 1), Conv2D(4, 1, activation=None)), activation="relu"),
+    Residual((Flatten(), Dense(6)), shortcut=(Flatten(), Dense(6))),
+    Dense(3),
+)
+
+
+def test_residual_names_shapes_and_flops():
+    shapes = param_shapes(RESIDUAL_NET, (6, 6, 1))
+    assert list(shapes) == [
+        "0_conv2d/kernel",
+        "0_conv2d/bias",
+        "1_residual/body/0_conv2d/kernel",
+        "1_residual/body/0_conv2d/bias",
+        "1_residual/body/1_conv2d/kernel",
+        "1_residual/body/1_conv2d/bias",
+        "2_residual/body/1_dense/kernel",
+        "2_residual/body/1_dense/bias",
+        "2_residual/shortcut/1_dense/kernel",
+        "2_residual/shortcut/1_dense/bias",
+        "3_dense/kernel",
+        "3_dense/bias",
+    ]
+    assert shapes["2_residual/shortcut/1_dense/kernel"] == (4 * 4 * 4, 6)
+    assert [out for _, out in trace_shapes(RESIDUAL_NET, (6, 6, 1))] == [
+        (4, 4, 4),
+        (4, 4, 4),
+        (6,),
+        (3,),
+    ]
+    conv1x1 = 2 * 4 * 4 * 4 * 4
+    expected = 2 * 4 * 4 * 4 * 9 + 2 * conv1x1 + 2 * (2 * 64 * 6) + 2 * 6 * 3
+    assert forward_flops(RESIDUAL_NET, (6, 6, 1)) == expected
+
+
+def test_residual_branches_must_agree():
+    with pytest.raises(ValueError, match="shortcut gives"):
+        Residual((Conv2D(4, 3),)).output_shape((6, 6, 4))
+
+
+def test_nested_weights_are_seeded_by_their_path():
+    weights = initial_weights(RESIDUAL_NET, (6, 6, 1), seed=0)
+    # the same layer outside the block, or in another branch, draws other numbers
+    body, shortcut = (
+        weights["2_residual/body/1_dense/kernel"],
+        weights["2_residual/shortcut/1_dense/kernel"],
+    )
+    assert not np.array_equal(body, shortcut)
+    kernels = [v.ravel()[:4] for k, v in weights.items() if k.endswith("kernel")]
+    assert len({tuple(k) for k in kernels}) == len(kernels)
+    # adding a layer inside a block's body keeps the weights before it
+    longer = (*RESIDUAL_NET[:2], Residual((Flatten(), Dense(6), Dense(6)), (Flatten(), Dense(6))))
+    again = initial_weights(longer, (6, 6, 1), seed=0)
+    np.testing.assert_array_equal(again["2_residual/body/1_dense/kernel"], body)
+    np.testing.assert_array_equal(again["2_residual/shortcut/1_dense/kernel"], shortcut)

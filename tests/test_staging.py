@@ -66,7 +66,7 @@ def test_keras_fit_is_handed_device_batches_in_the_harness_order(backend, mnist_
         assert batch["in_order"], batch  # the harness's permuted batches, one after another
     if backend == "keras-tensorflow":
         # tf.data yields the step's sample indices; the model gathers them on the device
-        assert probe["model_class"] == "GatheringSequential"
+        assert probe["model_class"] == "GatheringModel"
         assert all(batch["shape"] == [probe["batch_size"]] for batch in batches)
     else:  # the images themselves, gathered on the device: (batch, 28, 28, 1)
         assert all(batch["shape"] == [probe["batch_size"], 28, 28, 1] for batch in batches)

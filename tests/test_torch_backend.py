@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-from reference import tiny_dataset
+from reference import TEST_TASKS, tiny_dataset
 
 torch = pytest.importorskip("torch")
 
 from backends import Unsupported, create_backend  # noqa: E402
 from backends.torch_backend import TorchBackend  # noqa: E402
-from backends.torch_layers import from_torch_layout, to_torch_layout  # noqa: E402
+from backends.torch_layers import build_module, from_torch_layout, to_torch_layout  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.tasks import TASKS, get_task  # noqa: E402
@@ -32,6 +32,41 @@ def test_layout_round_trip(name):
     assert list(back) == list(weights)
     for key in weights:
         np.testing.assert_array_equal(back[key], weights[key])
+
+
+FLOP_TASKS = ["mnist_cnn", "cifar10_cnn", "test_tiny_residual", "test_tiny_resnet"]
+
+
+@pytest.mark.parametrize("name", FLOP_TASKS)
+def test_analytic_flops_match_torchs_flop_counter(name):
+    """The IR's forward FLOPs (multiply-add = 2) are what torch.utils.flop_counter counts for
+    the torch build: convolutions (strided, padded, without bias), matmuls; it counts no
+    BatchNorm, pooling or activation, and neither does the IR."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    task = {**TASKS, **TEST_TASKS}[name]
+    model = build_module(task).eval()
+    height, width, channels = task.input_shape
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(2, channels, height, width))
+    assert counter.get_total_flops() == 2 * task.flops_per_sample
+
+
+def test_batch_norm_keeps_the_biased_variance_with_the_spec_momentum():
+    from backends.torch_layers import SpecBatchNorm
+
+    norm = SpecBatchNorm(3, momentum=0.8, epsilon=1e-5).train()
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float32) * 2 + 1
+    out = norm(x)
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(norm.running_mean, 0.2 * mean)
+    torch.testing.assert_close(norm.running_var, 0.8 + 0.2 * var)
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    norm.eval()
+    expected = (x - norm.running_mean[:, None, None]) / torch.sqrt(norm.running_var + 1e-5)[
+        :, None, None
+    ]
+    torch.testing.assert_close(norm(x), expected)
 
 
 def test_bf16_autocast_trains():

@@ -1,0 +1,58 @@
+"""A smoke run of the transformer tasks on every installed backend and mode (slow).
+
+    .venv/bin/python -m pytest tests/test_transformer_smoke.py -m slow
+
+`bench run` on synthetic data (three steps, one epoch): sst2_transformer in every mode of every
+backend, and imdb_transformer (the same layers over 200 positions instead of 64) in each
+backend's default mode; every row is `ok`, or `skipped` with the reason the backend gives for a
+mode it lacks on a cpu (torch's and Keras-on-torch's fused mode). Each cell is a fresh worker
+process (compilations included), so this takes minutes.
+"""
+
+import pytest
+from test_cli import bench
+
+from backends import BACKENDS, missing_modules
+from bench.layers import model_uses_padding_mask
+from bench.results import read_rows
+from bench.tasks import TASKS
+
+TRANSFORMER_TASKS = sorted(n for n, t in TASKS.items() if model_uses_padding_mask(t.layers))
+INSTALLED = [name for name in BACKENDS if not missing_modules(name)]
+MODES = ("default", "eager", "compiled", "fused")
+# the modes a backend lacks on a cpu, and the words its `skipped` row gives as the reason
+SKIPPED_ON_CPU = {
+    ("torch", "fused"): "no CUDA graphs on cpu",
+    ("keras-torch", "fused"): "steps_per_execution",
+}
+SMOKE = ["--data", "synthetic", "--train-limit", "192", "--test-limit", "64", "--epochs", "1"]
+SMOKE += ["--window-steps", "1", "--warmup-windows", "1", "--threads", "2"]
+
+
+def smoke_rows(tmp_path, task: str, modes: tuple[str, ...]) -> list[dict]:
+    result = bench(
+        "run", "--tasks", task, "--backends", ",".join(INSTALLED), "--mode", ",".join(modes),
+        *SMOKE, "--out", str(tmp_path), "--run-id", task, timeout=3600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_rows(tmp_path / task / "results.csv")
+    assert len(rows) == len(INSTALLED) * len(modes)  # `default` resolves to another mode
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "modes"), [("sst2_transformer", MODES), ("imdb_transformer", ("default",))]
+)
+def test_transformer_tasks_run_on_every_backend_and_mode(tmp_path, task, modes):
+    assert task in TRANSFORMER_TASKS
+    failures = []
+    for row in smoke_rows(tmp_path, task, modes):
+        reason = SKIPPED_ON_CPU.get((row["backend"], row["mode"]))
+        expected = "skipped" if reason else "ok"
+        if row["status"] != expected or (reason and reason not in row["error"]):
+            failures.append(f"{row['task']} {row['backend']} {row['mode']}: {row['status']} "
+                            f"{row['error'][-300:]}")  # fmt: skip
+        elif expected == "ok" and not float(row["samples_per_s"]) > 0:
+            failures.append(f"{row['task']} {row['backend']} {row['mode']}: no throughput")
+    assert not failures, "\n".join(failures)
