@@ -51,7 +51,7 @@ from bench.layers import (
     state_shapes,
     variable_shapes,
 )
-from bench.tasks import TaskSpec
+from bench.tasks import SGD, Adam, TaskSpec
 
 # canonical name -> Flax's, where they differ (BatchNorm's state lives in `batch_stats`)
 FLAX_PARAM_NAMES = {
@@ -303,6 +303,20 @@ def make_eval_batch(model: Model) -> Callable:
     return jax.jit(eval_batch)
 
 
+def optax_sgd(spec: SGD) -> optax.GradientTransformation:
+    """The spec's SGD (bench/tasks.py): the decay added to the gradient, then optax's trace."""
+    momentum = spec.momentum or None  # optax.sgd takes None for no momentum
+    sgd = optax.sgd(spec.learning_rate, momentum, spec.nesterov)
+    return optax.chain(optax.add_decayed_weights(spec.weight_decay), sgd)
+
+
+# One builder per optimizer spec
+OPTAX_OPTIMIZERS: dict[type, Callable[[Any], optax.GradientTransformation]] = {
+    Adam: lambda spec: optax.adam(spec.learning_rate, spec.beta_1, spec.beta_2, spec.epsilon),
+    SGD: optax_sgd,
+}
+
+
 class JaxBackend(BackendBase):
     framework = "jax"
     default_mode = "compiled"
@@ -362,8 +376,7 @@ class JaxBackend(BackendBase):
         self.y_train = jax.device_put(data.y_train.astype(np.int32), self.device)
         self.x_test = jax.device_put(data.x_test, self.device)
         self.y_test = jax.device_put(data.y_test.astype(np.int32), self.device)
-        adam = task.optimizer
-        self.optimizer = optax.adam(adam.learning_rate, adam.beta_1, adam.beta_2, adam.epsilon)
+        self.optimizer = OPTAX_OPTIMIZERS[type(task.optimizer)](task.optimizer)
         self.opt_state = jax.device_put(self.optimizer.init(self.params), self.device)
         self.train_step = make_train_step(self.model, self.optimizer, self.batch_size)
         self.compiled_step = make_counted_step(self.train_step)

@@ -38,6 +38,28 @@ class Adam:
 
 
 @dataclass(frozen=True)
+class SGD:
+    """SGD with momentum as torch.optim.SGD defines it (dampening 0), the same in every backend.
+
+    Weight decay is coupled L2, added to the gradient before the momentum, as torch.optim.SGD
+    and kuangliu/pytorch-cifar's recipe apply it, to every trainable parameter:
+      g = grad + weight_decay * p;  buf = momentum * buf + g  (buf = g at the first step)
+      p -= learning_rate * (g + momentum * buf if nesterov else buf)
+    optax.sgd's trace is this; Keras' SGD keeps velocity = -learning_rate * buf (equal at a
+    constant learning rate) and decays weights decoupled, so the Keras backend adds the decay
+    to the gradient itself. The learning rate is constant: no schedule.
+    """
+
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+Optimizer = Adam | SGD
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     dataset: str  # a key of bench.data.DATASETS
@@ -46,7 +68,7 @@ class TaskSpec:
     epochs: int
     target_accuracy: float | None  # test accuracy that counts as "trained"
     target_source: str  # where the target comes from (a measurement here, or a reference)
-    optimizer: Adam = Adam()
+    optimizer: Optimizer = Adam()
     loss: str = "softmax_cross_entropy"  # mean over the batch, from integer labels and logits
     seed: int = 0
     description: str = ""

@@ -2,6 +2,9 @@
 
     python tests/parity_probe.py BACKEND OUT.npz [MODE [DEVICE [TASKS]]]
 
+TASKS (comma-separated) limits it to those; a heavy task (reference.HEAVY_TASKS) runs only when
+named, at batch PROBE_BATCH.
+
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
 canonical initial weights, the losses of five optimizer steps on the harness's batches, and
@@ -19,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference import probe_tasks, tiny_dataset  # noqa: E402
+from reference import HEAVY_TASKS, probe_tasks, tiny_dataset  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
@@ -33,16 +36,25 @@ PROBE_BATCH = 16
 def probe(
     backend_name: str, mode: str = "default", device: str = "cpu", only: str = ""
 ) -> dict[str, np.ndarray]:
+    """Every probe task (heavy ones only when named in `only`, at batch PROBE_BATCH)."""
     results = {}
-    for name, task in probe_tasks(register=True).items():
-        if only and name not in only.split(","):
+    named = only.split(",") if only else []
+    for name, task in probe_tasks(register=True, heavy=bool(named)).items():
+        if named and name not in named:
             continue
+        batch = PROBE_BATCH if name in HEAVY_TASKS else task.batch_size
         config = RunConfig(
-            task=name, backend=backend_name, mode=mode, device=device, threads=2, seed=0
+            task=name,
+            backend=backend_name,
+            mode=mode,
+            device=device,
+            threads=2,
+            seed=0,
+            batch_size=batch,
         )
         backend = create_backend(config)
-        # enough samples for STEPS full batches of the task's own batch size
-        data = tiny_dataset(task, train=task.batch_size * (STEPS + 1))
+        # enough samples for STEPS full batches
+        data = tiny_dataset(task, train=batch * (STEPS + 1))
         backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
         results[f"{name}/params"] = np.array(backend.param_count())
         results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])

