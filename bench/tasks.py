@@ -221,8 +221,39 @@ IMDB_LSTM = TaskSpec(
     description="IMDB reviews, Embedding(20000,128)-LSTM(128)-Dense(2), last 200 tokens",
 )
 
+CIFAR10_RESNET18 = TaskSpec(
+    name="cifar10_resnet18",
+    dataset="cifar10",
+    layers=cifar_resnet(),
+    batch_size=128,
+    epochs=10,
+    target_accuracy=None,
+    target_source=(
+        "none yet. Recipe: kuangliu/pytorch-cifar (github.com/kuangliu/pytorch-cifar, main.py): "
+        "ResNet18, SGD momentum 0.9, weight decay 5e-4, batch 128, lr 0.1, which reports "
+        "93.02% test accuracy, but with a cosine learning-rate schedule over 200 epochs and "
+        "random-crop + flip augmentation. This spec keeps that model, optimizer and batch "
+        "with a constant lr 0.1 (a schedule made identical in every backend is not built yet), "
+        "no augmentation and 10 epochs, for which that source gives no accuracy; no real "
+        "CIFAR-10 run was made here (only its synthetic twin is on this machine)"
+    ),
+    optimizer=SGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4),
+    description=(
+        "CIFAR-10, ResNet-18 (3x3 stem, BasicBlocks [2,2,2,2] at 64-512, BatchNorm, global "
+        "average pool; 11,173,962 parameters), SGD momentum 0.9 wd 5e-4, constant lr 0.1"
+    ),
+)
+
 TASKS: dict[str, TaskSpec] = {
-    task.name: task for task in (MNIST_CNN, FASHION_MNIST_CNN, CIFAR10_CNN, SST2_LSTM, IMDB_LSTM)
+    task.name: task
+    for task in (
+        MNIST_CNN,
+        FASHION_MNIST_CNN,
+        CIFAR10_CNN,
+        SST2_LSTM,
+        IMDB_LSTM,
+        CIFAR10_RESNET18,
+    )
 }
 
 
