@@ -9,6 +9,9 @@ The dataset is placed on the device once, as one copy; each step gathers its bat
 inside the jitted function, from the harness's epoch permutation. The step number lives on the
 device too: the compiled step takes it and returns it advanced, so no host value enters a step.
 An LSTM is a lax.scan over the timesteps (LastHidden), on every device and in every precision.
+BatchNorm's moving statistics are Flax's `batch_stats` collection, carried in the step's state
+beside the parameters and the optimizer state (mutable in the training forward, read-only in
+evaluation); a Residual is a module of two Chains, so parameters nest as the canonical names.
 JAX cannot reset its allocator's peak (`peak_bytes_in_use`): it counts from the process start,
 so it covers setup too, which stages one copy of the data and stays below training's peak.
 

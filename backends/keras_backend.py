@@ -65,6 +65,9 @@ Adam, as the spec (torch, optax) defines it: Keras adds epsilon to sqrt(v) befor
 correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embedding's sparse
 gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
 by one, which is wrong for a token seen twice in a batch).
+SGD: Keras' SGD with the spec's coupled weight decay added to the gradients (`spec_sgd`). A
+Residual is a Keras layer holding two lists of layers (KerasResidual); BatchNorm is Keras'
+BatchNormalization (fit trains it, predict uses its moving statistics).
 The loss fit logs is a running mean over the epoch; run_steps returns the last step's own
 loss, which `LastLossSequential` keeps in a one-variable metric.
 """

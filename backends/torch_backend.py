@@ -16,6 +16,9 @@ kernels run in). An LSTM under bf16 leaves autocast, which would run PyTorch's c
 weights and input instead; `mechanism` names the LSTM kernel that ran.
 The dataset is placed on the device once, as one copy (NCHW for images, laid out on the host
 first); each step gathers its batch there from the harness's epoch permutation.
+The model is in train() mode for steps and eval() mode for evaluation and predict (BatchNorm:
+batch statistics and running-statistic updates, or the running statistics); the optimizer is
+the spec's (TORCH_OPTIMIZERS: Adam, or SGD with torch's own coupled weight decay).
 """
 
 from __future__ import annotations

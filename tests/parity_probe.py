@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reference import HEAVY_TASKS, probe_tasks, tiny_dataset  # noqa: E402
 
-from backends import create_backend  # noqa: E402
+from backends import Unsupported, create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.layers import param_shapes, state_shapes  # noqa: E402
@@ -52,7 +52,11 @@ def probe(
             seed=0,
             batch_size=batch,
         )
-        backend = create_backend(config)
+        try:
+            backend = create_backend(config)
+        except Unsupported as reason:  # a mode this backend has not (a `skipped` row in a run)
+            results[f"{name}/skipped"] = np.array(str(reason))
+            continue
         # enough samples for STEPS full batches
         data = tiny_dataset(task, train=batch * (STEPS + 1))
         backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)

@@ -101,6 +101,23 @@ def test_backend_trains_resnet18_as_torch_does(backend, probes):
     assert not failures, "\n".join(failures)
 
 
+MODES = ["eager", "compiled", "fused"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_every_mode_trains_the_tiny_resnet_as_torch_does(backend, mode, probes):
+    """Residual blocks, strided and padded convolutions and BatchNorm in every mode each
+    backend has: the same five steps, state and evaluation as torch's default mode."""
+    other = probes(backend, mode, "test_tiny_resnet")
+    if "test_tiny_resnet/skipped" in other:
+        pytest.skip(str(other["test_tiny_resnet/skipped"]))
+    tasks = {"test_tiny_resnet": TASKS["test_tiny_resnet"]}
+    failures = compare(probes("torch", "default", "test_tiny_resnet"), other, backend, tasks)
+    assert not failures, "\n".join(failures)
+
+
 def compare(reference: dict, other: dict, backend: str, tasks: dict) -> list[str]:
     """Every disagreement of `other`'s probe with torch's, as lines to report."""
     failures = []
