@@ -7,7 +7,8 @@ named, at batch PROBE_BATCH.
 
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
-canonical initial weights, the losses of five optimizer steps on the harness's batches, and
+canonical initial weights, the losses of five optimizer steps on the harness's batches (in a
+fused mode, one window of five steps and its last loss), and
 after those steps: the trained parameters and the BatchNorm state (each flattened into one
 vector, in canonical order) and the evaluation-mode logits of the fixed batch.
 """
@@ -39,6 +40,8 @@ def probe(
     """Every probe task (heavy ones only when named in `only`, at batch PROBE_BATCH)."""
     results = {}
     named = only.split(",") if only else []
+    # a fused mode runs a window as one execution and gives its last loss: one 5-step window
+    window = STEPS if mode == "fused" else 1
     for name, task in probe_tasks(register=True, heavy=bool(named)).items():
         if named and name not in named:
             continue
@@ -51,6 +54,7 @@ def probe(
             threads=2,
             seed=0,
             batch_size=batch,
+            window_steps=window,
         )
         try:
             backend = create_backend(config)
@@ -63,7 +67,7 @@ def probe(
         results[f"{name}/params"] = np.array(backend.param_count())
         results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])
         backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
-        losses = [backend.run_steps(step, 1) for step in range(STEPS)]
+        losses = [backend.run_steps(step, window) for step in range(0, STEPS, window)]
         results[f"{name}/losses"] = np.array(losses)
         trained = backend.get_weights()
         for kind, shapes in (("params", param_shapes), ("state", state_shapes)):
