@@ -56,13 +56,11 @@ from bench.layers import (
 )
 from bench.tasks import SGD, Adam, TaskSpec
 
-# canonical name -> Flax's, where they differ (BatchNorm's state lives in `batch_stats`)
-FLAX_PARAM_NAMES = {
-    "embeddings": "embedding",
-    "gamma": "scale",
-    "beta": "bias",
-    "moving_mean": "mean",
-    "moving_variance": "var",
+FLAX_PARAM_NAMES = {"embeddings": "embedding"}  # canonical name -> Flax's, where they differ
+# The same for one layer type only, where its Flax module names a parameter otherwise
+# (BatchNorm's state lives in the `batch_stats` collection)
+FLAX_LAYER_PARAM_NAMES: dict[type, dict[str, str]] = {
+    BatchNorm: {"gamma": "scale", "beta": "bias", "moving_mean": "mean", "moving_variance": "var"},
 }
 
 Params = dict[str, dict[str, Any]]  # {layer name: {param name: array}}
@@ -212,25 +210,45 @@ def to_flax_layout(task: TaskSpec, weights: Weights, keys=param_shapes) -> Param
     conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it); only nesting and
     some names change. With keys=state_shapes: BatchNorm's `batch_stats` collection."""
     params: Params = {}
+    types = layer_types(task.layers)
     for key in keys(task.layers, task.input_shape):
         *path, param = key.split("/")
         node = params
         for part in path:  # a Residual's weights nest one level per path part
             node = node.setdefault(part, {})
-        node[FLAX_PARAM_NAMES.get(param, param)] = weights[key]
+        node[flax_name(types["/".join(path)], param)] = weights[key]
     return params
 
 
 def from_flax_layout(task: TaskSpec, params: Params, keys=param_shapes) -> Weights:
     """The inverse of to_flax_layout, in the canonical key order."""
     weights = {}
+    types = layer_types(task.layers)
     for key in keys(task.layers, task.input_shape):
         *path, param = key.split("/")
         node = params
         for part in path:
             node = node[part]
-        weights[key] = np.ascontiguousarray(node[FLAX_PARAM_NAMES.get(param, param)], np.float32)
+        value = node[flax_name(types["/".join(path)], param)]
+        weights[key] = np.ascontiguousarray(value, np.float32)
     return weights
+
+
+def flax_name(layer_type: type, param: str) -> str:
+    names = FLAX_LAYER_PARAM_NAMES.get(layer_type, {})
+    return names.get(param, FLAX_PARAM_NAMES.get(param, param))
+
+
+def layer_types(layers: tuple[Layer, ...], prefix: str = "") -> dict[str, type]:
+    """Every layer's canonical path (`3_residual/body/0_conv2d`) -> its IR type."""
+    types = {}
+    for index, layer in enumerate(layers):
+        name = f"{prefix}{layer_name(index, layer)}"
+        types[name] = type(layer)
+        if isinstance(layer, Residual):
+            for branch, chain in layer.branches():
+                types |= layer_types(chain, f"{name}/{branch}/")
+    return types
 
 
 def set_precision(device: str, precision: str) -> None:
