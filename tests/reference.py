@@ -198,7 +198,10 @@ TEST_TASKS = {
             target_source="none: cifar10_resnet18's block types at 1/16 of its widths, one "
             "block per stage (stage 1 with an identity shortcut, stages 2-4 strided with 1x1 "
             "projections)",
-            optimizer=SGD(learning_rate=0.01, momentum=0.9, weight_decay=5e-4),
+            # ResNet-18's optimizer at a rate where five fp32 steps stay well conditioned:
+            # measured on torch, a 1e-6 relative change of the initial weights moves the
+            # evaluation-mode logits after five steps by 5.7e-4 at lr 0.01, 3.7e-6 at 0.001
+            optimizer=SGD(learning_rate=0.001, momentum=0.9, weight_decay=5e-4),
         ),
     )
 }
