@@ -9,7 +9,7 @@ TEST_TASKS), from the canonical initial weights:
     (moving statistics, not the batch's) to 1e-4, both relative to the largest value, and the
     trained parameters to 1e-3 (five steps of rounding differences, amplified by the updates).
 The heavy registry tasks (reference.HEAVY_TASKS: cifar10_resnet18) are held to the same under
-`slow`, at batch 16 and lr 1e-3 (parity_probe.HEAVY_LEARNING_RATE says why); the default run
+`slow`, at batch 16 and lr 1e-4 (parity_probe.HEAVY_LEARNING_RATE says why); the default run
 covers their layers with test_tiny_resnet, and `slow` also runs it in every mode of every
 backend. Each backend runs in a fresh process with the worker's environment
 (tests/parity_probe.py). A backend whose framework is not installed is skipped with a message.
