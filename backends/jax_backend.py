@@ -9,6 +9,9 @@ The dataset is placed on the device once, as one copy; each step gathers its bat
 inside the jitted function, from the harness's epoch permutation. The step number lives on the
 device too: the compiled step takes it and returns it advanced, so no host value enters a step.
 An LSTM is a lax.scan over the timesteps (LastHidden), on every device and in every precision.
+BatchNorm's moving statistics are Flax's `batch_stats` collection, carried in the step's state
+beside the parameters and the optimizer state (mutable in the training forward, read-only in
+evaluation); a Residual is a module of two Chains, so parameters nest as the canonical names.
 JAX cannot reset its allocator's peak (`peak_bytes_in_use`): it counts from the process start,
 so it covers setup too, which stages one copy of the data and stays below training's peak.
 
@@ -58,15 +61,12 @@ from bench.layers import (
     uses_padding_mask,
     variable_shapes,
 )
-from bench.tasks import TaskSpec
+from bench.tasks import SGD, Adam, TaskSpec
 
 # canonical name -> Flax's, where they differ; a "/" in Flax's name nests it one level deeper
-# (attention's projections are submodules of linen.MultiHeadDotProductAttention); BatchNorm's
-# state lives in `batch_stats`
+# (attention's projections are submodules of linen.MultiHeadDotProductAttention)
 FLAX_PARAM_NAMES = {
     "embeddings": "embedding",
-    "gamma": "scale",
-    "beta": "bias",
     **{
         f"{projection}_{param}": f"{flax_name}/{param}"
         for projection, flax_name in (
@@ -77,8 +77,12 @@ FLAX_PARAM_NAMES = {
         )
         for param in ("kernel", "bias")
     },
-    "moving_mean": "mean",
-    "moving_variance": "var",
+}
+# The same for one layer type only, where its Flax module names a parameter otherwise
+# (BatchNorm's state lives in the `batch_stats` collection)
+FLAX_LAYER_PARAM_NAMES: dict[type, dict[str, str]] = {
+    BatchNorm: {"gamma": "scale", "beta": "bias", "moving_mean": "mean", "moving_variance": "var"},
+    LayerNorm: {"gamma": "scale", "beta": "bias"},
 }
 
 Params = dict[str, dict[str, Any]]  # {layer name: {param name: array}}
@@ -282,17 +286,18 @@ def flax_paths(task: TaskSpec, keys=param_shapes) -> dict[str, tuple[str, ...]]:
     """Canonical `<layer>/<param>` -> its path in Flax's nested params (`keys=state_shapes`:
     BatchNorm's state, in the `batch_stats` collection)."""
     paths = {}
+    types = layer_types(task.layers)
     for key in keys(task.layers, task.input_shape):
         *path, param = key.split("/")
-        paths[key] = (*path, *FLAX_PARAM_NAMES.get(param, param).split("/"))
+        paths[key] = (*path, *flax_name(types["/".join(path)], param).split("/"))
     return paths
 
 
 def to_flax_layout(task: TaskSpec, weights: Weights, keys=param_shapes) -> Params:
     """Canonical `<layer>/<param>` -> Flax's nested params. The layouts already agree (HWIO
     conv kernels, (in, out) Dense, NHWC flatten, LSTM as LastHidden defines it, attention's
-    (dim, heads, head_dim)); only nesting and some names change (FLAX_PARAM_NAMES). With
-    keys=state_shapes: BatchNorm's `batch_stats` collection."""
+    (dim, heads, head_dim)); only nesting and some names change (FLAX_PARAM_NAMES and
+    FLAX_LAYER_PARAM_NAMES). With keys=state_shapes: BatchNorm's `batch_stats` collection."""
     params: Params = {}
     for key, path in flax_paths(task, keys).items():
         node = params
@@ -311,6 +316,23 @@ def from_flax_layout(task: TaskSpec, params: Params, keys=param_shapes) -> Weigh
             value = value[part]
         weights[key] = np.ascontiguousarray(value, dtype=np.float32)
     return weights
+
+
+def flax_name(layer_type: type, param: str) -> str:
+    names = FLAX_LAYER_PARAM_NAMES.get(layer_type, {})
+    return names.get(param, FLAX_PARAM_NAMES.get(param, param))
+
+
+def layer_types(layers: tuple[Layer, ...], prefix: str = "") -> dict[str, type]:
+    """Every layer's canonical path (`3_residual/body/0_conv2d`) -> its IR type."""
+    types = {}
+    for index, layer in enumerate(layers):
+        name = f"{prefix}{layer_name(index, layer)}"
+        types[name] = type(layer)
+        if isinstance(layer, Residual):
+            for branch, chain in layer.branches():
+                types |= layer_types(chain, f"{name}/{branch}/")
+    return types
 
 
 def set_precision(device: str, precision: str) -> None:
@@ -386,6 +408,20 @@ def make_eval_batch(model: Model) -> Callable:
     return jax.jit(eval_batch)
 
 
+def optax_sgd(spec: SGD) -> optax.GradientTransformation:
+    """The spec's SGD (bench/tasks.py): the decay added to the gradient, then optax's trace."""
+    momentum = spec.momentum or None  # optax.sgd takes None for no momentum
+    sgd = optax.sgd(spec.learning_rate, momentum, spec.nesterov)
+    return optax.chain(optax.add_decayed_weights(spec.weight_decay), sgd)
+
+
+# One builder per optimizer spec
+OPTAX_OPTIMIZERS: dict[type, Callable[[Any], optax.GradientTransformation]] = {
+    Adam: lambda spec: optax.adam(spec.learning_rate, spec.beta_1, spec.beta_2, spec.epsilon),
+    SGD: optax_sgd,
+}
+
+
 class JaxBackend(BackendBase):
     framework = "jax"
     default_mode = "compiled"
@@ -445,8 +481,7 @@ class JaxBackend(BackendBase):
         self.y_train = jax.device_put(data.y_train.astype(np.int32), self.device)
         self.x_test = jax.device_put(data.x_test, self.device)
         self.y_test = jax.device_put(data.y_test.astype(np.int32), self.device)
-        adam = task.optimizer
-        self.optimizer = optax.adam(adam.learning_rate, adam.beta_1, adam.beta_2, adam.epsilon)
+        self.optimizer = OPTAX_OPTIMIZERS[type(task.optimizer)](task.optimizer)
         self.opt_state = jax.device_put(self.optimizer.init(self.params), self.device)
         self.train_step = make_train_step(self.model, self.optimizer, self.batch_size)
         self.compiled_step = make_counted_step(self.train_step)

@@ -66,6 +66,9 @@ Adam, as the spec (torch, optax) defines it: Keras adds epsilon to sqrt(v) befor
 correction, so `spec_adam` scales epsilon per step; and on TensorFlow an Embedding's sparse
 gradient is summed into a dense one first (see dense_gradient: Keras' Adam squares its rows one
 by one, which is wrong for a token seen twice in a batch).
+SGD: Keras' SGD with the spec's coupled weight decay added to the gradients (`spec_sgd`). A
+Residual is a Keras layer holding two lists of layers (KerasResidual); BatchNorm is Keras'
+BatchNormalization (fit trains it, predict uses its moving statistics).
 The loss fit logs is a running mean over the epoch; run_steps returns the last step's own
 loss, which `LastLossModel` keeps in a one-variable metric.
 The model is functional (keras.Input, each layer called in turn, as keras.Sequential builds
@@ -125,7 +128,7 @@ from bench.layers import (
     model_uses_padding_mask,
     uses_padding_mask,
 )
-from bench.tasks import TaskSpec
+from bench.tasks import SGD, Adam, TaskSpec
 
 
 class LastValue(keras.metrics.Metric):
@@ -210,6 +213,33 @@ def spec_adam(learning_rate: float, beta_1: float, beta_2: float, epsilon: float
             self.spec_epsilon = value
 
     return SpecAdam(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
+
+
+def spec_sgd(spec: SGD):
+    """Keras' SGD (the backend's own variant, torch's _foreach one included) with the spec's
+    coupled weight decay: weight_decay * variable added to each gradient before Keras' update
+    (Keras' own weight_decay is decoupled). Keras' momentum form equals torch's at a constant
+    learning rate (bench/tasks.py's SGD)."""
+    base = type(keras.optimizers.SGD())
+    decay = spec.weight_decay
+
+    class SpecSGD(base):
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            if decay:
+                grads = [
+                    ops.add(dense_gradient(gradient), ops.multiply(variable, decay))
+                    for gradient, variable in zip(grads, trainable_variables)
+                ]
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    return SpecSGD(learning_rate=spec.learning_rate, momentum=spec.momentum, nesterov=spec.nesterov)
+
+
+# One builder per optimizer spec
+KERAS_OPTIMIZERS: dict[type, Callable] = {
+    Adam: lambda spec: spec_adam(spec.learning_rate, spec.beta_1, spec.beta_2, spec.epsilon),
+    SGD: spec_sgd,
+}
 
 
 def dense_gradient(gradient):
@@ -553,9 +583,8 @@ class KerasBackend(BackendBase):
         model_class = GatheringModel if FRAMEWORK == "tensorflow" else LastLossModel
         self.model = model_class(inputs, apply_layers(task, self.keras_layers, inputs))
         self.load_weights(weights)
-        adam = task.optimizer
         self.model.compile(
-            optimizer=spec_adam(adam.learning_rate, adam.beta_1, adam.beta_2, adam.epsilon),
+            optimizer=KERAS_OPTIMIZERS[type(task.optimizer)](task.optimizer),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             steps_per_execution=self.steps_per_execution,
             **self.switches,

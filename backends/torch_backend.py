@@ -16,6 +16,9 @@ kernels run in). An LSTM under bf16 leaves autocast, which would run PyTorch's c
 weights and input instead; `mechanism` names the LSTM kernel that ran.
 The dataset is placed on the device once, as one copy (NCHW for images, laid out on the host
 first); each step gathers its batch there from the harness's epoch permutation.
+The model is in train() mode for steps and eval() mode for evaluation and predict (BatchNorm:
+batch statistics and running-statistic updates, or the running statistics); the optimizer is
+the spec's (TORCH_OPTIMIZERS: Adam, or SGD with torch's own coupled weight decay).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from backends.torch_layers import (
 from bench.config import RunConfig
 from bench.data import Dataset
 from bench.init import Weights
-from bench.tasks import TaskSpec
+from bench.tasks import SGD, Adam, TaskSpec
 
 
 def configure_torch(device: str, precision: str, threads: int) -> None:
@@ -57,6 +60,35 @@ def configure_torch(device: str, precision: str, threads: int) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         detail = f"torch {torch.__version__}, CUDA build {torch.version.cuda}"
         raise BackendBase.no_gpu("torch", f"torch.cuda.is_available() is False; {detail}")
+
+
+def torch_adam(spec: Adam, params: list, cuda: bool) -> torch.optim.Optimizer:
+    # on cuda one kernel for every mode; state and step on the device
+    implementation = {"fused": True, "capturable": True} if cuda else {"foreach": True}
+    return torch.optim.Adam(
+        params,
+        lr=spec.learning_rate,
+        betas=(spec.beta_1, spec.beta_2),
+        eps=spec.epsilon,
+        **implementation,
+    )
+
+
+def torch_sgd(spec: SGD, params: list, cuda: bool) -> torch.optim.Optimizer:
+    """torch.optim.SGD is the spec's definition (bench/tasks.py): coupled weight decay."""
+    return torch.optim.SGD(
+        params,
+        lr=spec.learning_rate,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=spec.weight_decay,
+        **({"fused": True} if cuda else {"foreach": True}),
+    )
+
+
+# One builder per optimizer spec: (spec, trainable parameters, on cuda) -> the optimizer
+TORCH_OPTIMIZERS = {Adam: torch_adam, SGD: torch_sgd}
+OPTIMIZER_KERNELS = {Adam: "Adam fused=True capturable=True", SGD: "SGD fused=True"}  # cuda
 
 
 class TorchBackend(BackendBase):
@@ -91,7 +123,8 @@ class TorchBackend(BackendBase):
             }[self.mode]
         ]
         if self.device.type == "cuda":
-            parts.append("Adam fused=True capturable=True; cudnn.benchmark=True")
+            kernel = OPTIMIZER_KERNELS[type(self.task.optimizer)]
+            parts.append(f"{kernel}; cudnn.benchmark=True")
             if self.channels_last:
                 parts.append("channels_last")
         if self.lstm_implementation is not None:
@@ -130,18 +163,8 @@ class TorchBackend(BackendBase):
         self.x_test = self.to_device_inputs(data.x_test)
         self.y_test = torch.from_numpy(data.y_test).to(self.device, torch.int64)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        adam = task.optimizer
-        if self.device.type == "cuda":  # one kernel for every mode; state and step on the device
-            implementation = {"fused": True, "capturable": True}
-        else:
-            implementation = {"foreach": True}
-        self.optimizer = torch.optim.Adam(
-            params,
-            lr=adam.learning_rate,
-            betas=(adam.beta_1, adam.beta_2),
-            eps=adam.epsilon,
-            **implementation,
-        )
+        spec = task.optimizer
+        self.optimizer = TORCH_OPTIMIZERS[type(spec)](spec, params, self.device.type == "cuda")
         self.steps_per_epoch = len(data.y_train) // self.batch_size
         train_step = self.train_step
         if self.mode == "compiled":

@@ -56,7 +56,8 @@ SUITES: dict[str, Suite] = {
         {"epochs": 3, "train_limit": 6400, "window_steps": 5, "threads": 1},
     ),
     "smoke": Suite(
-        "seconds: every task on 256 synthetic samples, 1 epoch (checks that everything runs)",
+        "every task on 256 synthetic samples, 1 epoch (checks that everything runs): seconds a "
+        "task, but minutes for cifar10_resnet18 on a CPU",
         tuple(TASKS),
         {"epochs": 1, "train_limit": 256, "test_limit": 256, "data": "synthetic"},
     ),

@@ -42,6 +42,28 @@ class Adam:
 
 
 @dataclass(frozen=True)
+class SGD:
+    """SGD with momentum as torch.optim.SGD defines it (dampening 0), the same in every backend.
+
+    Weight decay is coupled L2, added to the gradient before the momentum, as torch.optim.SGD
+    and kuangliu/pytorch-cifar's recipe apply it, to every trainable parameter:
+      g = grad + weight_decay * p;  buf = momentum * buf + g  (buf = g at the first step)
+      p -= learning_rate * (g + momentum * buf if nesterov else buf)
+    optax.sgd's trace is this; Keras' SGD keeps velocity = -learning_rate * buf (equal at a
+    constant learning rate) and decays weights decoupled, so the Keras backend adds the decay
+    to the gradient itself. The learning rate is constant: no schedule.
+    """
+
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+
+Optimizer = Adam | SGD
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     dataset: str  # a key of bench.data.DATASETS
@@ -50,7 +72,7 @@ class TaskSpec:
     epochs: int
     target_accuracy: float | None  # test accuracy that counts as "trained"
     target_source: str  # where the target comes from (a measurement here, or a reference)
-    optimizer: Adam = Adam()
+    optimizer: Optimizer = Adam()
     loss: str = "softmax_cross_entropy"  # mean over the batch, from integer labels and logits
     seed: int = 0
     description: str = ""
@@ -281,6 +303,29 @@ IMDB_TRANSFORMER = TaskSpec(
     description=f"IMDB reviews, {TRANSFORMER_DESCRIPTION}, last 200 tokens",
 )
 
+CIFAR10_RESNET18 = TaskSpec(
+    name="cifar10_resnet18",
+    dataset="cifar10",
+    layers=cifar_resnet(),
+    batch_size=128,
+    epochs=10,
+    target_accuracy=None,
+    target_source=(
+        "none yet. Recipe: kuangliu/pytorch-cifar (github.com/kuangliu/pytorch-cifar, main.py): "
+        "ResNet18, SGD momentum 0.9, weight decay 5e-4, batch 128, lr 0.1, which reports "
+        "93.02% test accuracy, but with a cosine learning-rate schedule over 200 epochs and "
+        "random-crop + flip augmentation. This spec keeps that model, optimizer and batch "
+        "with a constant lr 0.1 (a schedule made identical in every backend is not built yet), "
+        "no augmentation and 10 epochs, for which that source gives no accuracy; no real "
+        "CIFAR-10 run was made here (only its synthetic twin is on this machine)"
+    ),
+    optimizer=SGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4),
+    description=(
+        "CIFAR-10, ResNet-18 (3x3 stem, BasicBlocks [2,2,2,2] at 64-512, BatchNorm, global "
+        "average pool; 11,173,962 parameters), SGD momentum 0.9 wd 5e-4, constant lr 0.1"
+    ),
+)
+
 TASKS: dict[str, TaskSpec] = {
     task.name: task
     for task in (
@@ -288,6 +333,7 @@ TASKS: dict[str, TaskSpec] = {
         MNIST_MLP,
         FASHION_MNIST_CNN,
         CIFAR10_CNN,
+        CIFAR10_RESNET18,
         SST2_LSTM,
         IMDB_LSTM,
         SST2_TRANSFORMER,

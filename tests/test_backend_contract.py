@@ -1,10 +1,12 @@
 """The Backend contract, the same for every installed backend (backends/base.py).
 
 Each backend runs in a fresh process with the worker's environment (tests/contract_probe.py):
-it builds every task from the canonical weights and gives them back unchanged; its logits match
+it builds every task (the registry's but the heavy ones, and tests/reference.py's TEST_TASKS)
+from the canonical weights and gives them back unchanged; its logits match
 the float64 numpy reference (tests/reference.py) to 1e-4; its first step's loss is the loss of
 the harness's first permuted batch; training lowers the loss; evaluation returns floats; steps
-past the epoch, tf32 on a cpu and cuda without a GPU are refused with the reason; bf16 trains.
+past the epoch, tf32 on a cpu and cuda without a GPU are refused with the reason; bf16 trains
+(the MNIST CNN and the reduced ResNet, BatchNorm included).
 Framework-specific behaviour (layouts, modes, precision flags) stays in the per-backend tests.
 """
 

@@ -184,3 +184,22 @@ def test_default_backends_are_the_installed_ones(monkeypatch, capsys):
         ["run", "--tasks", "mnist_cnn", "--backends", "keras-tensorflow"]
     )
     assert [config.backend for config in cli.expand_matrix(args)] == ["keras-tensorflow"]
+
+
+@pytest.mark.slow
+def test_resnet18_smoke_run_on_every_installed_backend(tmp_path):
+    """cifar10_resnet18 through the whole harness (worker, windows, evaluation, rows) on its
+    synthetic twin, every installed backend in its default mode, three steps of 16 (ResNet-18
+    costs seconds per step on a CPU; tests/test_parity.py's slow tests run every mode on a
+    reduced ResNet and the full one's five steps against torch)."""
+    result = bench(
+        "run", "--tasks", "cifar10_resnet18", "--data", "synthetic", "--batch-size", "16",
+        "--train-limit", "48", "--test-limit", "16", "--epochs", "1", "--window-steps", "1",
+        "--warmup-windows", "1", "--threads", "2", "--out", str(tmp_path), "--run-id", "resnet",
+        timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(tmp_path / "resnet" / "results.csv")
+    assert rows and all(row["status"] == "ok" for row in rows), [r["error"] for r in rows]
+    assert {row["params"] for row in rows} == {"11173962"}
+    assert all(row["final_test_accuracy"] == "" for row in rows)  # empty for synthetic data

@@ -31,11 +31,15 @@ from backends import BACKENDS
 from bench.cell import worker_environment
 from bench.config import RunConfig
 from bench.metrics import nvml_devices
-from bench.tasks import TASKS
 
 pytestmark = pytest.mark.gpu
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from reference import probe_tasks  # noqa: E402
+
+TASKS = probe_tasks()  # what the parity probe runs (heavy registry tasks only when named)
 FRAMEWORK_MODULES = {"torch": ["torch"], "jax": ["flax", "optax"]}
 FRAMEWORK_MODULES |= {
     "keras-tensorflow": ["keras", "tensorflow"],
@@ -165,6 +169,6 @@ def test_torch_fused_cuda_graph_trains_what_eager_trains(tmp_path):
         pytest.skip("torch is not installed")
     eager, fused = probe("torch", tmp_path, "eager"), probe("torch", tmp_path, "fused")
     for task in TASKS:
-        np.testing.assert_allclose(
-            fused[f"{task}/losses"], eager[f"{task}/losses"], rtol=1e-5, err_msg=task
-        )
+        got = fused[f"{task}/losses"]  # a fused probe runs one window: its last loss
+        expected = eager[f"{task}/losses"][-len(got) :]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, err_msg=task)

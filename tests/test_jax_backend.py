@@ -19,6 +19,7 @@ from backends.jax_backend import (  # noqa: E402
 )
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
+from bench.layers import param_shapes, state_shapes  # noqa: E402
 from bench.tasks import TASKS, get_task  # noqa: E402
 
 
@@ -43,7 +44,10 @@ def test_layout_round_trip(name):
     assert jax.tree.structure(params) == jax.tree.structure(expected)
     assert jax.tree.map(np.shape, params) == jax.tree.map(lambda leaf: leaf.shape, expected)
     back = from_flax_layout(task, params)
-    assert list(back) == list(weights)
+    assert list(back) == list(param_shapes(task.layers, task.input_shape))
+    stats = to_flax_layout(task, weights, state_shapes)  # BatchNorm's batch_stats collection
+    back |= from_flax_layout(task, stats, state_shapes)
+    assert sorted(back) == sorted(weights)
     for key in weights:
         np.testing.assert_array_equal(back[key], weights[key])
 

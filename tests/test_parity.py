@@ -12,8 +12,11 @@ TEST_TASKS), from the canonical initial weights:
     by up to 5e-3 in a direction rounding decides: attention's key bias, whose exact gradient
     is zero since the softmax ignores a constant added to every key's score; measured on
     imdb_transformer, jax against torch: 6.7e-4 in a key bias, 1.2e-3 in one embedding entry).
-Each backend runs in a fresh process with the worker's environment (tests/parity_probe.py).
-A backend whose framework is not installed is skipped with a message.
+The heavy registry tasks (reference.HEAVY_TASKS: cifar10_resnet18) are held to the same under
+`slow`, at batch 16 and lr 1e-4 (parity_probe.HEAVY_LEARNING_RATE says why); the default run
+covers their layers with test_tiny_resnet, and `slow` also runs it in every mode of every
+backend. Each backend runs in a fresh process with the worker's environment
+(tests/parity_probe.py). A backend whose framework is not installed is skipped with a message.
 """
 
 import importlib.util
@@ -31,7 +34,7 @@ from bench.config import RunConfig
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from reference import probe_tasks  # noqa: E402
+from reference import HEAVY_TASKS, probe_tasks  # noqa: E402
 
 TASKS = probe_tasks()  # the registry's tasks and the test tasks, as the probe runs them
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "flax", "keras-tensorflow": "tensorflow"}
@@ -49,22 +52,24 @@ def installed(backend: str) -> bool:
 def probes(tmp_path_factory):
     cache = {}
 
-    def run(backend: str) -> dict[str, np.ndarray]:
-        if backend not in cache:
+    def run(backend: str, mode: str = "default", tasks: str = "") -> dict[str, np.ndarray]:
+        key = (backend, mode, tasks)
+        if key not in cache:
             if not installed(backend):
                 pytest.skip(f"{backend} is not installed (pip install -e '.[all]')")
             out = tmp_path_factory.mktemp("parity") / f"{backend}.npz"
             env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+            command = [sys.executable, str(HERE / "parity_probe.py"), backend, str(out), mode]
             result = subprocess.run(
-                [sys.executable, str(HERE / "parity_probe.py"), backend, str(out)],
+                [*command, "cpu", tasks] if tasks else command,
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=900,
             )
             assert result.returncode == 0, result.stderr[-3000:]
-            cache[backend] = dict(np.load(out))
-        return cache[backend]
+            cache[key] = dict(np.load(out))
+        return cache[key]
 
     return run
 
@@ -74,19 +79,53 @@ OTHERS = [name for name in BACKENDS if name != "torch"]
 
 @pytest.mark.parametrize("backend", OTHERS or [pytest.param("none", marks=pytest.mark.skip)])
 def test_backend_trains_what_torch_trains(backend, probes):
-    reference, other = probes("torch"), probes(backend)
+    failures = compare(probes("torch"), probes(backend), TASKS)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHERS or [pytest.param("none", marks=pytest.mark.skip)])
+def test_backend_trains_resnet18_as_torch_does(backend, probes):
+    """The full cifar10_resnet18 (the default run holds test_tiny_resnet to the same
+    tolerances), at batch 16, five steps."""
+    tasks = {name: task for name, task in probe_tasks(heavy=True).items() if name in HEAVY_TASKS}
+    names = ",".join(tasks)
+    failures = compare(probes("torch", "default", names), probes(backend, "default", names), tasks)
+    assert not failures, "\n".join(failures)
+
+
+MODES = ["eager", "compiled", "fused"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_every_mode_trains_the_tiny_resnet_as_torch_does(backend, mode, probes):
+    """Residual blocks, strided and padded convolutions and BatchNorm in every mode each
+    backend has: the same five steps, state and evaluation as torch's default mode."""
+    other = probes(backend, mode, "test_tiny_resnet")
+    if "test_tiny_resnet/skipped" in other:
+        pytest.skip(str(other["test_tiny_resnet/skipped"]))
+    tasks = {"test_tiny_resnet": TASKS["test_tiny_resnet"]}
+    failures = compare(probes("torch", "default", "test_tiny_resnet"), other, tasks)
+    assert not failures, "\n".join(failures)
+
+
+def compare(reference: dict, other: dict, tasks: dict) -> list[str]:
+    """Every disagreement of `other`'s probe with torch's, as lines to report."""
     failures = []
-    for task in TASKS:
+    for task in tasks:
         params = int(other[f"{task}/params"])
-        if params != int(reference[f"{task}/params"]) or params != TASKS[task].param_count:
+        if params != int(reference[f"{task}/params"]) or params != tasks[task].param_count:
             failures.append(
-                f"{task}: {params} parameters, torch and the IR have {TASKS[task].param_count}"
+                f"{task}: {params} parameters, torch and the IR have {tasks[task].param_count}"
             )
         expected, got = reference[f"{task}/logits"], other[f"{task}/logits"]
         relative = np.abs(got - expected).max() / np.abs(expected).max()
         if not relative < 1e-4:
             failures.append(f"{task}: logits differ from torch's by {relative:.2e} (relative)")
         expected, got = reference[f"{task}/losses"], other[f"{task}/losses"]
+        expected = expected[-len(got) :]  # a fused probe has only its window's last loss
         relative = np.abs(got - expected) / np.abs(expected)
         if not (relative < 1e-3).all():
             failures.append(f"{task}: step losses {got} vs torch {expected} (rel {relative})")
@@ -97,7 +136,7 @@ def test_backend_trains_what_torch_trains(backend, probes):
             relative = np.abs(got - expected).max() / np.abs(expected).max()
             if not relative < tolerance:
                 failures.append(f"{task}: {quantity} differ from torch's by {relative:.2e}")
-    assert not failures, "\n".join(failures)
+    return failures
 
 
 # After the five steps: what must agree with torch's, relative to the largest value

@@ -48,7 +48,26 @@ EXPECTED_PARAMS = {
     + 2 * (256 + 4 * (128 * 128 + 128) + 256 + (128 * 512 + 512) + (512 * 128 + 128))
     + 256
     + (128 * 2 + 2),
+    "cifar10_resnet18": 11_173_962,  # kuangliu/pytorch-cifar's ResNet18; worked out below
 }
+
+
+def resnet18_params_by_hand() -> int:
+    """Stem, four stages of two BasicBlocks (BN: gamma and beta per channel), the classifier."""
+
+    def conv(size, cin, cout):
+        return size * size * cin * cout
+
+    def block(cin, cout):
+        body = conv(3, cin, cout) + 2 * cout + conv(3, cout, cout) + 2 * cout
+        return body + (conv(1, cin, cout) + 2 * cout if cin != cout else 0)
+
+    total = conv(3, 3, 64) + 2 * 64
+    channels = 64
+    for width in (64, 128, 256, 512):
+        total += block(channels, width) + block(width, width)
+        channels = width
+    return total + 512 * 10 + 10
 
 
 def test_registry_holds_the_seed_tasks():
@@ -63,6 +82,27 @@ def test_registry_holds_the_seed_tasks():
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_parameter_counts(name):
     assert get_task(name).param_count == EXPECTED_PARAMS[name]
+
+
+def test_resnet18_structure_and_count():
+    task = get_task("cifar10_resnet18")
+    assert task.param_count == resnet18_params_by_hand() == 11_173_962
+    shapes = [out for _, out in trace_shapes(task.layers, task.input_shape)]
+    assert shapes[1] == (32, 32, 64) and shapes[-2] == (512,) and shapes[-1] == (10,)
+    blocks = [layer for layer in task.layers if isinstance(layer, Residual)]
+    assert len(blocks) == 8
+    assert [bool(block.shortcut) for block in blocks] == [False, False, True] + [
+        False,
+        True,
+    ] * 2 + [False]
+    assert [block.body[0].strides for block in blocks] == [1, 1, 2, 1, 2, 1, 2, 1]
+    assert (task.batch_size, task.optimizer.momentum, task.optimizer.weight_decay) == (
+        128,
+        0.9,
+        5e-4,
+    )
+    # 0.56 GMACs per image, the figure quoted for the CIFAR ResNet-18
+    assert 1.10e9 < task.flops_per_sample < 1.12e9
 
 
 def test_mnist_cnn_is_the_seed_model():

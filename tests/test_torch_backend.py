@@ -34,7 +34,13 @@ def test_layout_round_trip(name):
         np.testing.assert_array_equal(back[key], weights[key])
 
 
-FLOP_TASKS = ["mnist_cnn", "cifar10_cnn", "test_tiny_residual", "test_tiny_resnet"]
+FLOP_TASKS = [
+    "mnist_cnn",
+    "cifar10_cnn",
+    "cifar10_resnet18",
+    "test_tiny_residual",
+    "test_tiny_resnet",
+]
 
 
 @pytest.mark.parametrize("name", FLOP_TASKS)
