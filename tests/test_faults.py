@@ -161,7 +161,13 @@ def test_an_interrupted_matrix_keeps_finished_rows(tmp_path):
     matrix = tmp_path / "matrix.json"
     matrix.write_text(json.dumps(entries))
     env = {"BENCH_TEST_FAULTS": json.dumps({cell_id(entries[1]): "hang"})}
-    runner = bench("run", "--matrix", str(matrix), "--out", str(tmp_path), "--run-id", "i", env=env)
+    # The runner gets SIGINT's default action whatever this process has: a shell without job
+    # control starts `pytest ... &` with SIGINT ignored, the runner would inherit that, and
+    # Python installs no KeyboardInterrupt handler for an ignored signal.
+    runner = bench(
+        "run", "--matrix", str(matrix), "--out", str(tmp_path), "--run-id", "i", env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     results = tmp_path / "i" / "results.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not results.exists():
