@@ -1,5 +1,6 @@
 # make bench   run a benchmark matrix (variables below); results land in results/<run-id>/
-# make test    the test suite (fast default run); test-slow / test-gpu run the marked tests
+# make test    the test suite (fast default run), TEST_JOBS (default 2) test files at a time;
+#              test-slow / test-heavy / test-gpu run the marked tests
 # make report  comparison tables, plots and report.html from run directories (RUNS=...)
 # make lint    ruff check + ruff format --check
 # make gate    regression gate: a run (CURRENT, default the newest under results/) against a
@@ -25,6 +26,7 @@ EPOCHS ?=
 DATA ?=
 ARGS ?=
 PYTEST_ARGS ?=
+TEST_JOBS ?= 2
 RUNS ?= results
 REPORT_ARGS ?=
 BASELINE ?= results/baselines/cpu-quick.csv
@@ -48,7 +50,7 @@ else
 PY := $(VENV)/bin/python
 endif
 
-.PHONY: venv bench test test-slow test-gate-proof test-gpu lint format clean report overhead gate gate-ab gate-ab-proof compare baseline bench-pytest
+.PHONY: venv bench test test-slow test-heavy test-gate-proof test-gpu lint format clean report overhead gate gate-ab gate-ab-proof compare baseline bench-pytest
 
 venv: $(STAMP)
 
@@ -108,11 +110,20 @@ bench-pytest: venv
 	done
 	$(PY) -m pytest_benchmark compare $(BENCH_PYTEST_DIR)/*.json
 
+# pytest-xdist runs TEST_JOBS test files at a time (a file's tests share their probe processes,
+# so a file is the unit: --dist loadfile); without xdist (the GPU machine), one at a time.
+XDIST = $$($(PY) -c 'import xdist' 2>/dev/null && [ "$(TEST_JOBS)" -gt 1 ] && echo "-n $(TEST_JOBS) --dist loadfile")
+
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-slow: venv
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m slow $(PYTEST_ARGS)
+
+# Every mode of every backend on the transformer tasks and the tiny ResNet: about 10 min on
+# 2 CPU cores, not in CI (run it before a release, and after a change to a backend's modes).
+test-heavy: venv
+	$(PY) -m pytest $(XDIST) -m heavy $(PYTEST_ARGS)
 
 # The gate's proof (tests/test_gate_proof.py): five fresh quick-suite runs pass the gate, an
 # injected 15% slowdown and an injected accuracy drop fail it; 25-30 minutes on 2 CPU cores.

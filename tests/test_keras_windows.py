@@ -37,6 +37,9 @@ from bench.tasks import get_task  # noqa: E402
 
 KERAS_BACKENDS = {"keras-tensorflow": "tensorflow", "keras-jax": "jax", "keras-torch": "torch"}
 MODES = ("default", "eager", "compiled", "fused")
+# the probes' model: what they check is the windows around the steps, not the model; the MLP's
+# steps and compilations cost a fraction of the CNN's (the default test run's time)
+TASK = "mnist_mlp"
 SLOW_START_S = 2.5  # the start-up a slowed fit takes before its first step
 STEPS, WINDOW = 8, 2  # the small probes' epoch and window (steps)
 FAILING_CALL = 4  # the train-function call that raises, in the middle of the epoch
@@ -46,8 +49,8 @@ FAILING_CALL = 4  # the train-function call that raises, in the middle of the ep
 
 
 def make(backend_name: str, **overrides):
-    task = get_task("mnist_cnn")
-    settings = {"task": "mnist_cnn", "backend": backend_name, "threads": 2, "window_steps": WINDOW}
+    task = get_task(TASK)
+    settings = {"task": TASK, "backend": backend_name, "threads": 2, "window_steps": WINDOW}
     backend = create_backend(RunConfig(**{**settings, **overrides}))
     data = tiny_dataset(task, train=task.batch_size * STEPS)
     backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
@@ -151,7 +154,7 @@ def probe_failure(backend_name: str) -> dict:
 def probe_short_epoch(backend_name: str, out_dir: Path) -> dict:
     """Every mode through the worker's own loop on a 150-step epoch with 25-step windows (the
     default mode for two epochs: the second must compile nothing)."""
-    task = get_task("mnist_cnn")
+    task = get_task(TASK)
     data = dataclasses.replace(tiny_dataset(task, train=150 * task.batch_size), synthetic=True)
     worker.datasets.load = lambda *args, **kwargs: data
     compiles = []
@@ -167,7 +170,7 @@ def probe_short_epoch(backend_name: str, out_dir: Path) -> dict:
     for mode in MODES:
         epochs = 2 if mode == "default" else 1
         config = RunConfig(
-            task="mnist_cnn", backend=backend_name, mode=mode, epochs=epochs, threads=2
+            task=TASK, backend=backend_name, mode=mode, epochs=epochs, threads=2
         )
         row = worker.base_row(config)
         job = worker.Run(config, out_dir, row, worker.Progress(None))
@@ -207,12 +210,12 @@ def framework_call(function) -> str | None:
 def probe_main_thread(backend_name: str, out_dir: Path) -> dict:
     """The framework's C functions the main thread calls while the worker constructs, sets up,
     trains (one epoch) and evaluates the backend: all framework work is the Keras thread's."""
-    task = get_task("mnist_cnn")
+    task = get_task(TASK)
     data = dataclasses.replace(tiny_dataset(task, train=task.batch_size * STEPS), synthetic=False)
     worker.datasets.load = lambda *args, **kwargs: data  # "real" data: evaluate runs too
     load_backend_class(backend_name)  # its imports (the frameworks') are not what is counted
     config = RunConfig(
-        task="mnist_cnn", backend=backend_name, epochs=1, window_steps=WINDOW, threads=2
+        task=TASK, backend=backend_name, epochs=1, window_steps=WINDOW, threads=2
     )
     row = worker.base_row(config)
     job = worker.Run(config, out_dir, row, worker.Progress(None))

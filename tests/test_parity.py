@@ -14,7 +14,8 @@ TEST_TASKS), from the canonical initial weights:
     imdb_transformer, jax against torch: 6.7e-4 in a key bias, 1.2e-3 in one embedding entry).
 The heavy registry tasks (reference.HEAVY_TASKS: cifar10_resnet18) are held to the same under
 `slow`, at batch 16 and lr 1e-4 (parity_probe.HEAVY_LEARNING_RATE says why); the default run
-covers their layers with test_tiny_resnet, and `slow` also runs it in every mode of every
+covers their layers with test_tiny_resnet, and `heavy` (make test-heavy: not in CI, about 4
+minutes of it in keras-torch's and torch's compiled modes) runs that in every mode of every
 backend. Each backend runs in a fresh process with the worker's environment
 (tests/parity_probe.py). A backend whose framework is not installed is skipped with a message.
 """
@@ -97,7 +98,7 @@ def test_backend_trains_resnet18_as_torch_does(backend, probes):
 MODES = ["eager", "compiled", "fused"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_every_mode_trains_the_tiny_resnet_as_torch_does(backend, mode, probes):

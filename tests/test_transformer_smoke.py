@@ -1,12 +1,14 @@
-"""A smoke run of the transformer tasks on every installed backend and mode (slow).
+"""A smoke run of the transformer tasks on every installed backend and mode.
 
-    .venv/bin/python -m pytest tests/test_transformer_smoke.py -m slow
+    .venv/bin/python -m pytest tests/test_transformer_smoke.py -m "slow or heavy"
 
-`bench run` on synthetic data (three steps, one epoch): sst2_transformer in every mode of every
-backend, and imdb_transformer (the same layers over 200 positions instead of 64) in each
-backend's default mode; every row is `ok`, or `skipped` with the reason the backend gives for a
-mode it lacks on a cpu (torch's and Keras-on-torch's fused mode). Each cell is a fresh worker
-process (compilations included), so this takes minutes.
+`bench run` on synthetic data (three steps, one epoch). `slow` (CI): sst2_transformer and
+imdb_transformer (the same layers over 200 positions instead of 64) in each backend's default
+mode. `heavy` (make test-heavy, not in CI): sst2_transformer in every other mode of every
+backend, about 5 minutes on 2 cores (torch.compile and XLA compile the model anew in every
+cell). Every row is `ok`, or `skipped` with the reason the backend gives for a mode it lacks
+on a cpu (torch's and Keras-on-torch's fused mode). Each cell is a fresh worker process
+(compilations included).
 """
 
 import pytest
@@ -19,7 +21,7 @@ from bench.tasks import TASKS
 
 TRANSFORMER_TASKS = sorted(n for n, t in TASKS.items() if model_uses_padding_mask(t.layers))
 INSTALLED = [name for name in BACKENDS if not missing_modules(name)]
-MODES = ("default", "eager", "compiled", "fused")
+OTHER_MODES = ("eager", "compiled", "fused")  # besides each backend's default
 # the modes a backend lacks on a cpu, and the words its `skipped` row gives as the reason
 SKIPPED_ON_CPU = {
     ("torch", "fused"): "no CUDA graphs on cpu",
@@ -40,9 +42,13 @@ def smoke_rows(tmp_path, task: str, modes: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
-    ("task", "modes"), [("sst2_transformer", MODES), ("imdb_transformer", ("default",))]
+    ("task", "modes"),
+    [
+        pytest.param("sst2_transformer", ("default",), marks=pytest.mark.slow),
+        pytest.param("imdb_transformer", ("default",), marks=pytest.mark.slow),
+        pytest.param("sst2_transformer", OTHER_MODES, marks=pytest.mark.heavy),
+    ],
 )
 def test_transformer_tasks_run_on_every_backend_and_mode(tmp_path, task, modes):
     assert task in TRANSFORMER_TASKS
