@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bench.compare import analysis
-from bench.compare.arms import ROOT, Arm, arm_names, checkout, parse_arm
+from bench.compare.arms import ROOT, Arm, arm_names, checkout, dependency_hash, parse_arm
 from bench.compare.schedule import Plan, RowRecord, block_order, cpu_sets, window_steps_for
 from bench.compare.session import ArmFailed, ArmProcess, config_fields
 from bench.config import RunConfig, UsageError
@@ -187,6 +187,20 @@ def test_a_worker_of_another_revision_is_told_only_what_was_set():
     assert config_fields(config) == {
         "task": "mnist_cnn", "backend": "torch", "threads": 1, "data": "synthetic"
     }  # fmt: skip
+
+
+def test_a_revision_needs_its_own_venv_when_its_frameworks_differ_not_its_test_tools(tmp_path):
+    def pyproject(name: str, torch: str, dev: str) -> Path:
+        path = tmp_path / name
+        path.write_text(
+            f'[project]\nname = "x"\ndependencies = ["numpy"]\n[project.optional-dependencies]\n'
+            f'torch = ["torch=={torch}"]\ndev = ["{dev}"]\n'
+        )
+        return path
+
+    base = dependency_hash(pyproject("a.toml", "2.13.0", "pytest"))
+    assert dependency_hash(pyproject("b.toml", "2.13.0", "pytest-xdist")) == base
+    assert dependency_hash(pyproject("c.toml", "2.12.0", "pytest")) != base
 
 
 def test_this_checkout_runs_as_it_is():

@@ -169,9 +169,7 @@ def probe_short_epoch(backend_name: str, out_dir: Path) -> dict:
     results = {}
     for mode in MODES:
         epochs = 2 if mode == "default" else 1
-        config = RunConfig(
-            task=TASK, backend=backend_name, mode=mode, epochs=epochs, threads=2
-        )
+        config = RunConfig(task=TASK, backend=backend_name, mode=mode, epochs=epochs, threads=2)
         row = worker.base_row(config)
         job = worker.Run(config, out_dir, row, worker.Progress(None))
         try:
@@ -214,9 +212,7 @@ def probe_main_thread(backend_name: str, out_dir: Path) -> dict:
     data = dataclasses.replace(tiny_dataset(task, train=task.batch_size * STEPS), synthetic=False)
     worker.datasets.load = lambda *args, **kwargs: data  # "real" data: evaluate runs too
     load_backend_class(backend_name)  # its imports (the frameworks') are not what is counted
-    config = RunConfig(
-        task=TASK, backend=backend_name, epochs=1, window_steps=WINDOW, threads=2
-    )
+    config = RunConfig(task=TASK, backend=backend_name, epochs=1, window_steps=WINDOW, threads=2)
     row = worker.base_row(config)
     job = worker.Run(config, out_dir, row, worker.Progress(None))
     called: dict[str, int] = {}

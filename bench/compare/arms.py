@@ -9,7 +9,8 @@ Keys: rev, backend, mode, precision, threads, batch_size, window_steps, slowdown
 checked out once as a detached worktree under the cache (`<cache>/compare/src/<commit>`); it runs
 with this checkout's Python unless its dependency list differs (pyproject.toml's
 `project.dependencies` and `optional-dependencies`), and then with a venv of its own, cached by
-the hash of that list (`<cache>/compare/venv/<hash>`).
+the hash of that list (`<cache>/compare/venv/<hash>`; the `dev` extra, test and lint tools,
+is not in it).
 """
 
 from __future__ import annotations
@@ -131,11 +132,14 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 
 def dependency_hash(pyproject: Path) -> str:
-    """The hash of a pyproject.toml's dependency lists: equal hashes run in one environment."""
+    """The hash of a pyproject.toml's dependency lists: equal hashes run in one environment.
+    The `dev` extra (test and lint tools) is left out: an arm's venv does not install it
+    (own_venv: `[all]`) and no worker imports it, so a new test tool reuses this Python."""
     project = tomllib.loads(pyproject.read_text()).get("project", {})
+    optional = project.get("optional-dependencies", {})
     listed = {
         "dependencies": project.get("dependencies", []),
-        "optional": project.get("optional-dependencies", {}),
+        "optional": {extra: pins for extra, pins in optional.items() if extra != "dev"},
         "python": project.get("requires-python"),
     }
     return hashlib.sha256(json.dumps(listed, sort_keys=True).encode()).hexdigest()[:16]
