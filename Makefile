@@ -120,8 +120,8 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest $(XDIST) -m slow $(PYTEST_ARGS)
 
-# Every mode of every backend on the transformer tasks and the tiny ResNet: about 10 min on
-# 2 CPU cores, not in CI (run it before a release, and after a change to a backend's modes).
+# Every mode of every backend on the transformer tasks and the tiny ResNet, and ResNet-18's
+# parity with torch: not in CI (run it before a release, and after a change to a backend).
 test-heavy: venv
 	$(PY) -m pytest $(XDIST) -m heavy $(PYTEST_ARGS)
 

@@ -276,7 +276,7 @@ TEST_TASKS = {
 
 
 # Registry tasks too heavy for the default test run's probes on a CPU (ResNet-18: 1.1 GFLOP
-# per sample forward, ~10 s per batch-128 step on one core); the slow tests probe them, at a
+# per sample forward, ~10 s per batch-128 step on one core); the heavy tests probe them, at a
 # small batch, and TEST_TASKS holds a reduced model of the same layers for the default run.
 HEAVY_TASKS = {"cifar10_resnet18"}
 

@@ -190,7 +190,7 @@ def test_default_backends_are_the_installed_ones(monkeypatch, capsys):
 def test_resnet18_smoke_run_on_every_installed_backend(tmp_path):
     """cifar10_resnet18 through the whole harness (worker, windows, evaluation, rows) on its
     synthetic twin, every installed backend in its default mode, three steps of 16 (ResNet-18
-    costs seconds per step on a CPU; tests/test_parity.py's slow tests run every mode on a
+    costs seconds per step on a CPU; tests/test_parity.py's heavy tests run every mode on a
     reduced ResNet and the full one's five steps against torch)."""
     result = bench(
         "run", "--tasks", "cifar10_resnet18", "--data", "synthetic", "--batch-size", "16",

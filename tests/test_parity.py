@@ -13,10 +13,12 @@ TEST_TASKS), from the canonical initial weights:
     is zero since the softmax ignores a constant added to every key's score; measured on
     imdb_transformer, jax against torch: 6.7e-4 in a key bias, 1.2e-3 in one embedding entry).
 The heavy registry tasks (reference.HEAVY_TASKS: cifar10_resnet18) are held to the same under
-`slow`, at batch 16 and lr 1e-4 (parity_probe.HEAVY_LEARNING_RATE says why); the default run
-covers their layers with test_tiny_resnet, and `heavy` (make test-heavy: not in CI, about 4
-minutes of it in keras-torch's and torch's compiled modes) runs that in every mode of every
-backend. Each backend runs in a fresh process with the worker's environment
+`heavy` (make test-heavy, not in CI: about 2 minutes of compilation and 11M-parameter steps per
+backend pair), at batch 16 and lr 1e-4 (parity_probe.HEAVY_LEARNING_RATE says why); the default
+run covers their layers with test_tiny_resnet, and `heavy` also runs that in every mode of
+every backend (about 4 minutes, most of it torch.compile in torch's and keras-torch's compiled
+modes). CI's `slow` tests run ResNet-18 itself through `bench run` on every backend
+(tests/test_cli.py). Each backend runs in a fresh process with the worker's environment
 (tests/parity_probe.py). A backend whose framework is not installed is skipped with a message.
 """
 
@@ -84,7 +86,7 @@ def test_backend_trains_what_torch_trains(backend, probes):
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("backend", OTHERS or [pytest.param("none", marks=pytest.mark.skip)])
 def test_backend_trains_resnet18_as_torch_does(backend, probes):
     """The full cifar10_resnet18 (the default run holds test_tiny_resnet to the same
