@@ -10,11 +10,12 @@ their own order after these. Order only: which tests run, and what they check, i
 
 from __future__ import annotations
 
-# seconds each file took in one process (default and slow tests together), longest first
+# roughly how long each file took on one worker of CI's pool (default and slow tests together),
+# longest first
 LONGEST_FIRST = (
-    "test_backend_contract.py",  # ~190 s: one contract probe process per backend, every task
-    "test_parity.py",  # ~230 s with slow: one parity probe per backend (and ResNet-18's)
-    "test_keras_windows.py",  # ~155 s: one probe per Keras backend, every mode
+    "test_backend_contract.py",  # ~260 s: one contract probe process per backend, every task
+    "test_parity.py",  # ~200 s: one parity probe per backend, every task
+    "test_keras_windows.py",  # ~100 s: one probe per Keras backend, every mode
     "test_faults.py",  # ~140 s with slow: the thirty-cell drill
     "test_transformer_smoke.py",  # ~110 s (slow): both transformers on every backend
     "test_cli.py",  # ~130 s with slow: ResNet-18 through bench run on every backend
