@@ -1,4 +1,5 @@
-"""Test-run order: the longest test files first.
+"""Test-run order (the longest test files first), and the backend probe the contract and parity
+tests share.
 
 `make test` runs the files on TEST_JOBS pytest-xdist workers (--dist loadfile: a file's tests
 share their probe processes, so a file is the unit), which hand out files in collection order.
@@ -9,6 +10,20 @@ their own order after these. Order only: which tests run, and what they check, i
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from bench.cell import worker_environment
+from bench.config import RunConfig
+
+HERE = Path(__file__).resolve().parent
 
 # roughly how long each file took on one worker of CI's pool (default and slow tests together),
 # longest first
@@ -23,9 +38,49 @@ LONGEST_FIRST = (
     "test_padding_mask.py",
     "test_keras_backend.py",
 )
+# last: its probes are the contract file's (the backend_probe cache below), which the other
+# worker has made by the time a worker reaches it
+LAST = ("test_parity.py",)
 
 
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    rank |= {name: len(rank) + 1 + index for index, name in enumerate(LAST)}
     # sorted() is stable: within a file, and among the files not named, the order is pytest's
-    items[:] = sorted(items, key=lambda item: rank.get(item.path.name, len(rank)))
+    items[:] = sorted(items, key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
+
+
+@pytest.fixture(scope="session")
+def backend_probe(tmp_path_factory):
+    """One backend through tests/contract_probe.py, once per test session: (the contract's
+    JSON report, the parity arrays). The contract and the parity tests judge the same probe
+    (each task's build and compilation is its cost), so it runs once per backend for both
+    files, also when they are on two pytest-xdist workers: the results are kept in the
+    session's folder, which the workers share, under a lock per backend."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's, shared by its workers
+    folder = root / "backend-probes"
+    folder.mkdir(exist_ok=True)
+
+    def run(name: str) -> tuple[dict, dict]:
+        import numpy as np
+
+        out, report = folder / f"{name}.npz", folder / f"{name}.json"
+        with FileLock(str(folder / f"{name}.lock")):
+            if not report.exists():
+                env = worker_environment(RunConfig(task="mnist_cnn", backend=name, threads=2))
+                command = [sys.executable, str(HERE / "contract_probe.py"), name, str(out)]
+                result = subprocess.run(
+                    command, env=env, capture_output=True, text=True, timeout=900
+                )
+                lines = result.stdout.strip().splitlines()
+                outcome = {"returncode": result.returncode, "stderr": result.stderr[-3000:]}
+                if result.returncode == 0:
+                    outcome["probe"] = json.loads(lines[-1])
+                report.write_text(json.dumps(outcome))
+        outcome = json.loads(report.read_text())
+        assert outcome["returncode"] == 0, outcome["stderr"]
+        return outcome["probe"], dict(np.load(out))
+
+    return run

@@ -42,50 +42,67 @@ PROBE_BATCH = 16
 HEAVY_LEARNING_RATE = 1e-4
 
 
+def build(backend_name: str, name: str, task, mode: str = "default", device: str = "cpu"):
+    """The task's backend, set up from the canonical initial weights on tiny data with enough
+    samples for STEPS full batches: (backend, task, data, weights). A heavy task gets batch
+    PROBE_BATCH and HEAVY_LEARNING_RATE. Raises Unsupported for a mode the backend has not."""
+    batch = PROBE_BATCH if name in HEAVY_TASKS else task.batch_size
+    if name in HEAVY_TASKS:  # at its own rate, five steps would amplify rounding (above)
+        optimizer = dataclasses.replace(task.optimizer, learning_rate=HEAVY_LEARNING_RATE)
+        task = TASKS[name] = dataclasses.replace(task, optimizer=optimizer)
+    # a fused mode runs a window as one execution and gives its last loss: one 5-step window
+    window = STEPS if mode == "fused" else 1
+    config = RunConfig(
+        task=name,
+        backend=backend_name,
+        mode=mode,
+        device=device,
+        threads=2,
+        seed=0,
+        batch_size=batch,
+        window_steps=window,
+    )
+    backend = create_backend(config)
+    data = tiny_dataset(task, train=batch * (STEPS + 1))
+    weights = initial_weights(task.layers, task.input_shape, seed=0)
+    backend.setup(weights, data)
+    return backend, task, data, weights
+
+
+def record(backend, name: str, task, data) -> dict[str, np.ndarray]:
+    """What the parity tests compare, from a backend `build` gave: the parameter count and
+    logits, then STEPS optimizer steps from the epoch's start, then the trained parameters,
+    the BatchNorm state and the evaluation-mode logits."""
+    results = {f"{name}/params": np.array(backend.param_count())}
+    results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])
+    backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
+    window = backend.window_steps
+    losses = [backend.run_steps(step, window) for step in range(0, STEPS, window)]
+    results[f"{name}/losses"] = np.array(losses)
+    trained = backend.get_weights()
+    for kind, shapes in (("params", param_shapes), ("state", state_shapes)):
+        keys = shapes(task.layers, task.input_shape)
+        values = [trained[key].ravel() for key in keys]
+        results[f"{name}/trained_{kind}"] = np.concatenate(values) if values else np.zeros(0)
+    results[f"{name}/eval_logits"] = backend.predict(data.x_test[:PROBE_BATCH])
+    return results
+
+
 def probe(
     backend_name: str, mode: str = "default", device: str = "cpu", only: str = ""
 ) -> dict[str, np.ndarray]:
     """Every probe task (heavy ones only when named in `only`, at batch PROBE_BATCH)."""
     results = {}
     named = only.split(",") if only else []
-    # a fused mode runs a window as one execution and gives its last loss: one 5-step window
-    window = STEPS if mode == "fused" else 1
     for name, task in probe_tasks(register=True, heavy=bool(named)).items():
         if named and name not in named:
             continue
-        batch = PROBE_BATCH if name in HEAVY_TASKS else task.batch_size
-        if name in HEAVY_TASKS:  # at its own rate, five steps would amplify rounding (below)
-            optimizer = dataclasses.replace(task.optimizer, learning_rate=HEAVY_LEARNING_RATE)
-            task = TASKS[name] = dataclasses.replace(task, optimizer=optimizer)
-        config = RunConfig(
-            task=name,
-            backend=backend_name,
-            mode=mode,
-            device=device,
-            threads=2,
-            seed=0,
-            batch_size=batch,
-            window_steps=window,
-        )
         try:
-            backend = create_backend(config)
+            backend, task, data, _ = build(backend_name, name, task, mode, device)
         except Unsupported as reason:  # a mode this backend has not (a `skipped` row in a run)
             results[f"{name}/skipped"] = np.array(str(reason))
             continue
-        # enough samples for STEPS full batches
-        data = tiny_dataset(task, train=batch * (STEPS + 1))
-        backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
-        results[f"{name}/params"] = np.array(backend.param_count())
-        results[f"{name}/logits"] = backend.predict(data.x_test[:PROBE_BATCH])
-        backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))
-        losses = [backend.run_steps(step, window) for step in range(0, STEPS, window)]
-        results[f"{name}/losses"] = np.array(losses)
-        trained = backend.get_weights()
-        for kind, shapes in (("params", param_shapes), ("state", state_shapes)):
-            keys = shapes(task.layers, task.input_shape)
-            values = [trained[key].ravel() for key in keys]
-            results[f"{name}/trained_{kind}"] = np.concatenate(values) if values else np.zeros(0)
-        results[f"{name}/eval_logits"] = backend.predict(data.x_test[:PROBE_BATCH])
+        results.update(record(backend, name, task, data))
     return results
 
 

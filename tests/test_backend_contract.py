@@ -1,19 +1,18 @@
 """The Backend contract, the same for every installed backend (backends/base.py).
 
-Each backend runs in a fresh process with the worker's environment (tests/contract_probe.py):
-it builds every task (the registry's but the heavy ones, and tests/reference.py's TEST_TASKS)
-from the canonical weights and gives them back unchanged; its logits match
-the float64 numpy reference (tests/reference.py) to 1e-4; its first step's loss is the loss of
-the harness's first permuted batch; training lowers the loss; evaluation returns floats; steps
-past the epoch, tf32 on a cpu and cuda without a GPU are refused with the reason; bf16 trains
-(the MNIST CNN and the reduced ResNet, BatchNorm included).
-Framework-specific behaviour (layouts, modes, precision flags) stays in the per-backend tests.
+Each backend runs in a fresh process with the worker's environment (tests/contract_probe.py,
+whose run tests/test_parity.py judges too): it builds every task (the registry's but the heavy
+ones, and tests/reference.py's TEST_TASKS) from the canonical weights and gives them back
+unchanged; its logits match the float64 numpy reference (tests/reference.py) to 1e-4; its first
+step's loss is the loss of the harness's first permuted batch; training lowers the loss and
+run_steps gives a float; evaluation returns floats; steps past the epoch, tf32 on a cpu and cuda
+without a GPU are refused with the reason; bf16 trains (the MNIST CNN and the reduced ResNet,
+BatchNorm included). Framework-specific behaviour (layouts, modes, precision flags) stays in the
+per-backend tests.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,8 +20,6 @@ import numpy as np
 import pytest
 
 from backends import BACKENDS, missing_modules
-from bench.cell import worker_environment
-from bench.config import RunConfig
 from bench.metrics import nvml_devices
 
 HERE = Path(__file__).resolve().parent
@@ -35,18 +32,9 @@ INSTALLED = [name for name in BACKENDS if not missing_modules(name)]
 
 
 @pytest.fixture(scope="module", params=INSTALLED)
-def contract(request) -> tuple[str, dict]:
-    name = request.param
-    env = worker_environment(RunConfig(task="mnist_cnn", backend=name, threads=2))
-    result = subprocess.run(
-        [sys.executable, str(HERE / "contract_probe.py"), name],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return name, json.loads(result.stdout.strip().splitlines()[-1])
+def contract(request, backend_probe) -> tuple[str, dict]:
+    report, _ = backend_probe(request.param)  # tests/conftest.py: one probe for parity too
+    return request.param, report
 
 
 def test_identity_and_default_mode(contract):

@@ -367,7 +367,9 @@ def test_the_whole_check_on_cpu(tmp_path):
     if not data_dir or not (Path(data_dir) / "mnist").is_dir():
         pytest.skip("real MNIST is needed: BENCH_DATA_DIR=../shared/datasets")
     command = [sys.executable, str(HERE / "gpu_check.py"), "--device", "cpu"]
-    command += ["--backends", "torch,jax", "--steps", "24", "--precisions", "fp32"]
+    # one backend: the check's plumbing is the same for each (the per-backend parts are the
+    # contract's and parity's probes, which every backend runs in the default test run)
+    command += ["--backends", "torch", "--steps", "24", "--precisions", "fp32"]
     command += ["--out", str(tmp_path), "--copy-to", str(tmp_path / "copy")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -383,11 +385,11 @@ def test_the_whole_check_on_cpu(tmp_path):
     logits = {(r["backend"], r["task"]): r["status"] for r in records if r["name"] == "fp32 logits"}
     assert logits == {
         (backend, task): "pass"
-        for backend in ("torch", "jax")
+        for backend in ("torch",)
         for task in ("mnist_cnn", "sst2_lstm")
     }
     runs = [r for r in records if r["name"] == "run"]
-    assert len(runs) == 2 * 3 + 2  # MNIST: 2 backends x 3 modes (fp32); SST-2: 2 backends
+    assert len(runs) == 3 + 1  # MNIST: 3 modes (fp32); SST-2: its default mode
     assert all(gpu_check.outcome(r) in ("pass", "skipped") for r in runs)
     assert "| check |" in (folder / "CHECK.md").read_text()
     assert "gpu-check:" in result.stdout.splitlines()[-1]

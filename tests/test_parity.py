@@ -19,7 +19,9 @@ run covers their layers with test_tiny_resnet, and `heavy` also runs that in eve
 every backend (about 4 minutes, most of it torch.compile in torch's and keras-torch's compiled
 modes). CI's `slow` tests run ResNet-18 itself through `bench run` on every backend
 (tests/test_cli.py). Each backend runs in a fresh process with the worker's environment
-(tests/parity_probe.py). A backend whose framework is not installed is skipped with a message.
+(tests/parity_probe.py; in its default mode on every task, tests/contract_probe.py, which runs
+parity_probe's steps once for both these tests and the contract's: tests/conftest.py's
+backend_probe). A backend whose framework is not installed is skipped with a message.
 """
 
 import importlib.util
@@ -52,7 +54,7 @@ def installed(backend: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def probes(tmp_path_factory):
+def probes(tmp_path_factory, backend_probe):
     cache = {}
 
     def run(backend: str, mode: str = "default", tasks: str = "") -> dict[str, np.ndarray]:
@@ -60,6 +62,9 @@ def probes(tmp_path_factory):
         if key not in cache:
             if not installed(backend):
                 pytest.skip(f"{backend} is not installed (pip install -e '.[all]')")
+            if (mode, tasks) == ("default", ""):  # every task: the contract tests' probe
+                cache[key] = backend_probe(backend)[1]
+                return cache[key]
             out = tmp_path_factory.mktemp("parity") / f"{backend}.npz"
             env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
             command = [sys.executable, str(HERE / "parity_probe.py"), backend, str(out), mode]
