@@ -18,7 +18,16 @@ import numpy as np
 import pytest
 
 from bench.compare import analysis
-from bench.compare.arms import ROOT, Arm, arm_names, checkout, dependency_hash, parse_arm
+from bench.compare.arms import (
+    ROOT,
+    Arm,
+    Checkout,
+    arm_names,
+    checkout,
+    compile_bytecode,
+    dependency_hash,
+    parse_arm,
+)
 from bench.compare.schedule import Plan, RowRecord, block_order, cpu_sets, window_steps_for
 from bench.compare.session import ArmFailed, ArmProcess, config_fields
 from bench.config import RunConfig, UsageError
@@ -201,6 +210,24 @@ def test_a_revision_needs_its_own_venv_when_its_frameworks_differ_not_its_test_t
     base = dependency_hash(pyproject("a.toml", "2.13.0", "pytest"))
     assert dependency_hash(pyproject("b.toml", "2.13.0", "pytest-xdist")) == base
     assert dependency_hash(pyproject("c.toml", "2.12.0", "pytest")) != base
+
+
+def test_every_arms_workers_load_bytecode_not_source(tmp_path, monkeypatch):
+    """compile_bytecode writes each worker package's bytecode ahead, so no worker compiles a
+    module at import (where the compiler's allocations, which follow the source text, comments
+    included, would lay the heap out per revision), also with PYTHONDONTWRITEBYTECODE set."""
+    import importlib.util
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    for package in ("bench", "backends"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "module.py").write_text("# a comment\nVALUE = 1\n")
+    (tmp_path / "other.py").write_text("VALUE = 2\n")  # not a worker package: left alone
+    compile_bytecode(Checkout(tmp_path, sys.executable, None))
+    for package in ("bench", "backends"):
+        source = tmp_path / package / "module.py"
+        assert Path(importlib.util.cache_from_source(str(source))).is_file()
+    assert not (tmp_path / "__pycache__").exists()
 
 
 def test_this_checkout_runs_as_it_is():

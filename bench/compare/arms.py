@@ -168,6 +168,31 @@ def checkout(rev: str | None, cache: Path, log=None) -> Checkout:
     return Checkout(path, python, commit)
 
 
+# The packages a worker imports from its checkout (the frameworks' come compiled by pip)
+WORKER_PACKAGES = ("bench", "backends")
+
+
+def compile_bytecode(checkout_: Checkout, log=None) -> None:
+    """Writes the checkout's bytecode (`__pycache__`) with the Python its workers run, so that
+    every worker of every arm loads its modules from bytecode instead of compiling them from
+    source at import. Compiling at import is what a worker does where PYTHONDONTWRITEBYTECODE
+    is set (as on this project's CI machines) or the tree is new, and the compiler's
+    allocations depend on the source text, comments included: they leave the heap laid out
+    differently for the rest of the process. Measured (docs/MEASUREMENTS.md, "The keras-torch
+    false alarm"): one comment line added at the end of backends/torch_backend.py, no bytecode
+    changed, made every keras-torch worker of that revision 20-35% slower per step, and the
+    same two revisions with their bytecode compiled ahead read x0.994 [0.953, 1.036]. Bytecode
+    that exists and is current is left as it is (compileall checks each file's timestamp)."""
+    folders = [str(checkout_.path / name) for name in WORKER_PACKAGES]
+    command = [checkout_.python, "-m", "compileall", "-q", *folders]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 and log:  # a read-only tree: its workers compile at import
+        print(
+            f"compare: could not compile {checkout_.path}'s bytecode: {result.stdout[-500:]}",
+            file=log,
+        )
+
+
 def own_venv(source: Path, venv: Path, log=None) -> Path:
     """A venv with `source`'s dependencies (`pip install -e source[all]`), built once per hash."""
     python = venv / "bin" / "python"

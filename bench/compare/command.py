@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.compare import analysis
-from bench.compare.arms import Arm, arm_names, checkout, parse_arm
+from bench.compare.arms import Arm, arm_names, checkout, compile_bytecode, parse_arm
 from bench.compare.output import CompareResult, markdown_report, summary, text_report, write_files
 from bench.compare.schedule import SCHEDULES, Plan, measure_rows
 from bench.config import DATA_KINDS, MODES, PRECISIONS, RunConfig, UsageError, check_choice
@@ -95,6 +95,8 @@ def run_comparison(
                 f"arm {arm.label}: revision {arm.rev} ({(checkout_.commit or '')[:12]}) predates "
                 "the serving worker (bench/serve.py) that bench compare needs"
             )
+    for checkout_ in dict.fromkeys(code):  # every arm's workers load bytecode, none compiles
+        compile_bytecode(checkout_, log)
     names = arm_names(arms)
     cpus = available_cpus()
     estimate = len(rows) * plan.pairs * (plan.round_s + 2 * plan.window_s * (len(arms) + 2))
