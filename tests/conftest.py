@@ -28,8 +28,9 @@ HERE = Path(__file__).resolve().parent
 # roughly how long each file took on one worker of CI's pool (default and slow tests together),
 # longest first
 LONGEST_FIRST = (
-    "test_backend_contract.py",  # ~260 s: one contract probe process per backend, every task
-    "test_parity.py",  # ~200 s: one parity probe per backend, every task
+    # ~350 CPU-s (2026-12-02): one probe process per backend, every task, for the contract and
+    # parity tests
+    "test_backend_contract.py",
     "test_keras_windows.py",  # ~100 s: one probe per Keras backend, every mode
     "test_faults.py",  # ~140 s with slow: the thirty-cell drill
     "test_transformer_smoke.py",  # ~110 s (slow): both transformers on every backend
@@ -45,7 +46,7 @@ LAST = ("test_parity.py",)
 
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
-    rank |= {name: len(rank) + 1 + index for index, name in enumerate(LAST)}
+    rank |= {name: len(LONGEST_FIRST) + 1 + index for index, name in enumerate(LAST)}
     # sorted() is stable: within a file, and among the files not named, the order is pytest's
     items[:] = sorted(items, key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
 
