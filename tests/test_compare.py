@@ -212,22 +212,42 @@ def test_a_revision_needs_its_own_venv_when_its_frameworks_differ_not_its_test_t
     assert dependency_hash(pyproject("c.toml", "2.12.0", "pytest")) != base
 
 
-def test_every_arms_workers_load_bytecode_not_source(tmp_path, monkeypatch):
-    """compile_bytecode writes each worker package's bytecode ahead, so no worker compiles a
-    module at import (where the compiler's allocations, which follow the source text, comments
-    included, would lay the heap out per revision), also with PYTHONDONTWRITEBYTECODE set."""
+def test_every_arms_workers_load_the_same_bytecode_wherever_the_checkout_lies(
+    tmp_path, monkeypatch
+):
+    """compile_bytecode writes each worker package's bytecode ahead (also with
+    PYTHONDONTWRITEBYTECODE set), so no worker compiles a module at import (the compiler's
+    allocations follow the source text, comments included), and the same code gives the same
+    bytecode files in checkouts at paths of any length (a file's size, which would follow its
+    path, moves the heap's layout): docs/MEASUREMENTS.md, "The keras-torch false alarm"."""
     import importlib.util
 
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    bytecode = {}
+    for name in ("a", "a-much-longer-checkout-path"):
+        root = tmp_path / name
+        for package in ("bench", "backends"):
+            (root / package).mkdir(parents=True)
+            (root / package / "module.py").write_text("# a comment\nVALUE = 1\n")
+        (root / "other.py").write_text("VALUE = 2\n")  # not a worker package: left alone
+        compile_bytecode(Checkout(root, sys.executable, None))
+        for package in ("bench", "backends"):
+            source = root / package / "module.py"
+            bytecode[name, package] = Path(importlib.util.cache_from_source(str(source)))
+        assert not (root / "__pycache__").exists()
     for package in ("bench", "backends"):
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "module.py").write_text("# a comment\nVALUE = 1\n")
-    (tmp_path / "other.py").write_text("VALUE = 2\n")  # not a worker package: left alone
-    compile_bytecode(Checkout(tmp_path, sys.executable, None))
-    for package in ("bench", "backends"):
-        source = tmp_path / package / "module.py"
-        assert Path(importlib.util.cache_from_source(str(source))).is_file()
-    assert not (tmp_path / "__pycache__").exists()
+        short, long = (
+            bytecode[name, package].read_bytes() for name in ("a", "a-much-longer-checkout-path")
+        )
+        assert short[16:] == long[16:]  # after the header (its source mtime and size)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import bench.module as m; print(m.__file__, m.__cached__)"],
+        cwd=tmp_path / "a",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert loaded == [str(tmp_path / "a" / "bench" / "module.py"), str(bytecode["a", "bench"])]
 
 
 def test_this_checkout_runs_as_it_is():

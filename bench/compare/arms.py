@@ -174,23 +174,30 @@ WORKER_PACKAGES = ("bench", "backends")
 
 def compile_bytecode(checkout_: Checkout, log=None) -> None:
     """Writes the checkout's bytecode (`__pycache__`) with the Python its workers run, so that
-    every worker of every arm loads its modules from bytecode instead of compiling them from
-    source at import. Compiling at import is what a worker does where PYTHONDONTWRITEBYTECODE
-    is set (as on this project's CI machines) or the tree is new, and the compiler's
-    allocations depend on the source text, comments included: they leave the heap laid out
-    differently for the rest of the process. Measured (docs/MEASUREMENTS.md, "The keras-torch
-    false alarm"): one comment line added at the end of backends/torch_backend.py, no bytecode
-    changed, made every keras-torch worker of that revision 20-35% slower per step, and the
-    same two revisions with their bytecode compiled ahead read x0.994 [0.953, 1.036]. Bytecode
-    that exists and is current is left as it is (compileall checks each file's timestamp)."""
-    folders = [str(checkout_.path / name) for name in WORKER_PACKAGES]
-    command = [checkout_.python, "-m", "compileall", "-q", *folders]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 and log:  # a read-only tree: its workers compile at import
-        print(
-            f"compare: could not compile {checkout_.path}'s bytecode: {result.stdout[-500:]}",
-            file=log,
-        )
+    every worker of every arm loads its modules from bytecode that is the same, byte for byte,
+    wherever the checkout lies, instead of compiling them from source at import.
+
+    Why (docs/MEASUREMENTS.md, "The keras-torch false alarm"): a worker compiles every module
+    from source where PYTHONDONTWRITEBYTECODE is set (as on this project's CI machines), and
+    the compiler's allocations follow the source text, comments included; the bytecode files'
+    sizes follow the path they were compiled at, which is embedded in them. Either leaves glibc's
+    heap laid out differently for everything allocated later, the frameworks' tensors
+    included, and keras-torch's step time has two levels (about 28 and 37 ms per step on the
+    MNIST CNN here) that such a layout picks: a comment added at the end of one module, no
+    bytecode changed, put every keras-torch worker of that revision on the slower one, and
+    bytecode compiled at each arm's own path put the base's workers there in an A/A gate. So
+    each package is compiled with its own name in place of its path (`-d`): the files are the
+    same for the same code in every checkout. Python's import puts the real path back into the
+    code objects (tracebacks show it). Every file is compiled anew (`-f`), so that none keeps
+    another path."""
+    for package in WORKER_PACKAGES:
+        folder = str(checkout_.path / package)
+        command = [checkout_.python, "-m", "compileall", "-q", "-f", "-d", package, folder]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0 and log:  # a read-only tree: its workers compile at import
+            print(
+                f"compare: could not compile {folder}'s bytecode: {result.stdout[-500:]}", file=log
+            )
 
 
 def own_venv(source: Path, venv: Path, log=None) -> Path:
