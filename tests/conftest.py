@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from filelock import FileLock
 
@@ -65,8 +66,6 @@ def backend_probe(tmp_path_factory):
     folder.mkdir(exist_ok=True)
 
     def run(name: str) -> tuple[dict, dict]:
-        import numpy as np
-
         out, report = folder / f"{name}.npz", folder / f"{name}.json"
         with FileLock(str(folder / f"{name}.lock")):
             if not report.exists():

@@ -34,7 +34,7 @@ def relative(got: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(got - expected).max() / np.abs(expected).max())
 
 
-def task_contract(name: str, task_name: str, arrays: dict) -> tuple[dict, dict]:
+def task_contract(name: str, task_name: str, arrays: dict) -> tuple[dict, dict, tuple]:
     """The task built from the canonical weights: its parameters, its logits against the numpy
     reference, the weights given back unchanged; then parity_probe's five steps from the
     epoch's start (into `arrays`), the first of which trains the first permuted batch (its
@@ -78,7 +78,7 @@ def training(backend, data, first: dict) -> dict:
     for _ in range(5):
         last = backend.run_steps(0, 4)
     accuracy, loss = backend.evaluate()
-    batches = len(data.y_train) // 64  # MNIST's batch
+    batches = len(data.y_train) // TASKS["mnist_cnn"].batch_size
     try:
         backend.run_steps(batches - 1, 2)
         past = None
