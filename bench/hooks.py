@@ -11,6 +11,7 @@ column (and `bench baseline` refuses such rows).
   BENCH_TEST_SLOWDOWN=0.15                   every timed window takes 15% longer, busy (work on
                                              the CPU, as a slower train step does, so wall and
                                              CPU time both grow)
+  BENCH_TEST_SLOWDOWN_BACKEND=torch          with it: the slowdown for that backend's runs only
   BENCH_TEST_CORRUPT_LABELS=0.4              that share of the training labels moves to the next
                                              class (a systematic error that costs accuracy)
 """
@@ -28,6 +29,7 @@ import numpy as np
 FAULT_VARIABLE = "BENCH_TEST_FAULT"
 FAULTS_VARIABLE = "BENCH_TEST_FAULTS"
 SLOWDOWN_VARIABLE = "BENCH_TEST_SLOWDOWN"
+SLOWDOWN_BACKEND_VARIABLE = "BENCH_TEST_SLOWDOWN_BACKEND"
 CORRUPT_LABELS_VARIABLE = "BENCH_TEST_CORRUPT_LABELS"
 FAULTS = ("kill", "hang", "raise", "oom", "nan")
 
@@ -40,7 +42,7 @@ def injected_fault(cell_id: str) -> str | None:
 def test_hooks_in_use(cell_id: str) -> str:
     """The test-only hooks set for this run, as the `test_hooks` column shows them."""
     hooks = [f"{FAULT_VARIABLE}={injected_fault(cell_id)}"] if injected_fault(cell_id) else []
-    for name in (SLOWDOWN_VARIABLE, CORRUPT_LABELS_VARIABLE):
+    for name in (SLOWDOWN_VARIABLE, SLOWDOWN_BACKEND_VARIABLE, CORRUPT_LABELS_VARIABLE):
         if os.environ.get(name):
             hooks.append(f"{name}={os.environ[name]}")
     return " ".join(hooks)
@@ -99,10 +101,13 @@ def inject_fault(fault: str | None) -> None:
 class HookedBackend:
     """A backend with the test hooks applied around its calls; everything else passes through."""
 
-    def __init__(self, backend, cell_id: str, seed: int) -> None:
+    def __init__(self, backend, cell_id: str, seed: int, backend_name: str | None = None) -> None:
         self._backend = backend
         self._fault = injected_fault(cell_id)
         self._slowdown, self._corrupt = test_regressions()
+        only = os.environ.get(SLOWDOWN_BACKEND_VARIABLE)
+        if only and only != backend_name:  # the slowdown is another backend's
+            self._slowdown = 0.0
         self._seed = seed
         self._windows = 0
 
@@ -128,8 +133,9 @@ class HookedBackend:
         return loss
 
 
-def apply_hooks(backend, cell_id: str, seed: int):
-    """The backend to time: wrapped when a test hook is set for this run, else itself."""
+def apply_hooks(backend, cell_id: str, seed: int, backend_name: str | None = None):
+    """The backend to time (named `backend_name`, e.g. "torch"): wrapped when a test hook is set
+    for this run, else itself."""
     if test_hooks_in_use(cell_id):
-        return HookedBackend(backend, cell_id, seed)
+        return HookedBackend(backend, cell_id, seed, backend_name)
     return backend

@@ -106,7 +106,7 @@ class Run:
         self.nvml = NvmlProbe()  # its baseline: the device's memory before the framework loads
         clock = time.perf_counter()
         backend = load_backend_class(config.backend)(config, task)
-        self.backend = apply_hooks(backend, config.cell_id, config.seed)
+        self.backend = apply_hooks(backend, config.cell_id, config.seed, config.backend)
         row["import_s"] = time.perf_counter() - clock
         row.update(mode=backend.mode, mechanism=backend.mechanism)
         row["framework_version"] = " ".join(f"{k}={v}" for k, v in backend.versions().items())

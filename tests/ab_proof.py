@@ -7,8 +7,8 @@ Runs `bench gate --ab BASE` (no accuracy side) in the configuration CI uses, `--
 kind, the kinds interleaved round by round (A/A, +15%, +5%, A/A, ...) so that the machine's phases
 meet every kind alike: `aa` is this checkout against BASE (unchanged code when BASE is HEAD and
 the tree is clean), a number F injects a slowdown of F into this checkout's arm only (the test
-hook). Writes every gate's JSON line (runs.jsonl) and a markdown summary (summary.md): per kind,
-the gate's exit codes, how many runs failed (a false alarm for `aa`, a detection otherwise), and
+hook), F@BACKEND into that backend's rows of it only. Writes every gate's JSON line (runs.jsonl)
+and a markdown summary (summary.md): per kind, the gate's exit codes, how many runs failed (a false alarm for `aa`, a detection otherwise), and
 each row's ratio over the runs (min, median, max). A measurement: nothing is asserted.
 """
 
@@ -50,7 +50,9 @@ def summarize(runs: list[dict]) -> str:
         mine = [run for run in runs if run["kind"] == kind]
         codes = [run["exit"] for run in mine]
         failed = sum(code == 1 for code in codes)
-        name = "A/A (unchanged)" if kind == "aa" else f"+{float(kind):.0%} injected"
+        fraction, _, backend = kind.partition("@")
+        name = "A/A (unchanged)" if kind == "aa" else f"+{float(fraction):.0%} injected"
+        name += f" in {backend} only" if backend else ""
         seconds = np.mean([run["seconds"] for run in mine])
         lines.append(
             f"| {name} | {len(mine)} | {' '.join(map(str, codes))} | {failed} of {len(mine)} | {seconds:.0f} |"
@@ -84,7 +86,9 @@ def summarize(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="gate runs per kind")
-    parser.add_argument("--kinds", default="aa,0.15,0.05", help="aa and/or slowdown fractions")
+    parser.add_argument(
+        "--kinds", default="aa,0.15,0.05", help="aa and/or slowdown fractions (F or F@BACKEND)"
+    )
     parser.add_argument("--base", default="HEAD", help="the base revision")
     parser.add_argument(
         "--out",

@@ -31,7 +31,7 @@ from bench.compare.arms import (
 from bench.compare.schedule import Plan, RowRecord, block_order, cpu_sets, window_steps_for
 from bench.compare.session import ArmFailed, ArmProcess, config_fields
 from bench.config import RunConfig, UsageError
-from bench.hooks import SLOWDOWN_VARIABLE
+from bench.hooks import SLOWDOWN_BACKEND_VARIABLE, SLOWDOWN_VARIABLE
 
 
 def test_parse_arm_keys_and_errors():
@@ -40,6 +40,8 @@ def test_parse_arm_keys_and_errors():
     assert arm.settings == {"backend": "jax", "threads": 2}
     assert arm.env == {SLOWDOWN_VARIABLE: "0.05"}
     assert parse_arm(".") == Arm(spec="")
+    arm = parse_arm("slowdown=0.05,slowdown_backend=torch")
+    assert arm.env == {SLOWDOWN_VARIABLE: "0.05", SLOWDOWN_BACKEND_VARIABLE: "torch"}
     for bad in ("colour=red", "threads=two", "backend", "slowdown=-1"):
         with pytest.raises(UsageError):
             parse_arm(bad)
@@ -51,6 +53,8 @@ def test_arm_names_say_what_differs():
     assert arm_names([parse_arm("."), parse_arm(".")]) == ["this checkout #1", "this checkout #2"]
     names = arm_names([parse_arm("."), parse_arm("slowdown=0.1")])
     assert names == ["no slowdown", "slowdown 0.1"]
+    names = arm_names([parse_arm("."), parse_arm("slowdown=0.1,slowdown_backend=jax")])
+    assert names == ["no slowdown on every backend", "slowdown 0.1 on jax"]
 
 
 def test_blocks_are_balanced_and_both_orders_occur():

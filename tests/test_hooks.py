@@ -55,7 +55,8 @@ class Sleeper:
 
 
 def clear_hooks(monkeypatch) -> None:
-    for name in (hooks.SLOWDOWN_VARIABLE, hooks.CORRUPT_LABELS_VARIABLE, hooks.FAULT_VARIABLE):
+    names = (hooks.SLOWDOWN_VARIABLE, hooks.SLOWDOWN_BACKEND_VARIABLE)
+    for name in (*names, hooks.CORRUPT_LABELS_VARIABLE, hooks.FAULT_VARIABLE):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv(hooks.FAULTS_VARIABLE, raising=False)
 
@@ -73,6 +74,18 @@ def test_the_slowdown_hook_grows_the_timed_window(monkeypatch):
     assert isinstance(hooked, hooks.HookedBackend) and hooked.window_steps == 5  # passed through
     _, seconds, cpu_seconds = worker.timed_window(hooked, 0, 5)
     assert seconds >= 0.04 * 1.5 and cpu_seconds >= 0.04 * 1.5 * 0.9
+
+
+def test_a_slowdown_for_one_backend_leaves_the_others_alone(monkeypatch):
+    clear_hooks(monkeypatch)
+    monkeypatch.setenv(hooks.SLOWDOWN_VARIABLE, "0.5")
+    monkeypatch.setenv(hooks.SLOWDOWN_BACKEND_VARIABLE, "jax")
+    assert "BENCH_TEST_SLOWDOWN_BACKEND=jax" in hooks.test_hooks_in_use("cell")
+    cpu_seconds = {}  # CPU time: a busy wait's does not grow when other work shares the core
+    for name in ("jax", "torch"):
+        hooked = hooks.apply_hooks(Sleeper(0.04), "cell", seed=0, backend_name=name)
+        cpu_seconds[name] = worker.timed_window(hooked, 0, 5)[2]
+    assert cpu_seconds["jax"] >= 0.04 * 1.5 * 0.9 and cpu_seconds["torch"] < 0.04 * 1.25
 
 
 def test_the_nan_fault_poisons_every_window_after_the_first(monkeypatch):

@@ -4,8 +4,10 @@
     rev=HEAD~1                  revision HEAD~1 (a git worktree), the row's configuration
     rev=main,mode=compiled      both
     slowdown=0.05               test hook: this arm's windows take 5% longer (bench/hooks.py)
+    slowdown=0.05,slowdown_backend=torch    the same in its torch rows only
 
-Keys: rev, backend, mode, precision, threads, batch_size, window_steps, slowdown. A revision is
+Keys: rev, backend, mode, precision, threads, batch_size, window_steps, slowdown,
+slowdown_backend. A revision is
 checked out once as a detached worktree under the cache (`<cache>/compare/src/<commit>`); it runs
 with this checkout's Python unless its dependency list differs (pyproject.toml's
 `project.dependencies` and `optional-dependencies`), and then with a venv of its own, cached by
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config import UsageError
-from bench.hooks import SLOWDOWN_VARIABLE
+from bench.hooks import SLOWDOWN_BACKEND_VARIABLE, SLOWDOWN_VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_KEYS = {
@@ -37,7 +39,7 @@ CONFIG_KEYS = {
     "batch_size": int,
     "window_steps": int,
 }
-KEYS = ("rev", *CONFIG_KEYS, "slowdown")
+KEYS = ("rev", *CONFIG_KEYS, "slowdown", "slowdown_backend")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ def parse_arm(spec: str) -> Arm:
             if not 0 <= slowdown <= 10:
                 raise UsageError(f"arm {spec!r}: slowdown must be a number from 0 to 10")
             env[SLOWDOWN_VARIABLE] = value
+        elif key == "slowdown_backend":
+            env[SLOWDOWN_BACKEND_VARIABLE] = value
         elif key in CONFIG_KEYS:
             try:
                 settings[key] = CONFIG_KEYS[key](value)
@@ -102,6 +106,8 @@ def arm_names(arms: list[Arm]) -> list[str]:
                 parts.append(value or "this checkout")
             elif key == SLOWDOWN_VARIABLE:
                 parts.append(f"slowdown {value}" if value else "no slowdown")
+            elif key == SLOWDOWN_BACKEND_VARIABLE:
+                parts.append(f"on {value}" if value else "on every backend")
             elif value is not None:
                 parts.append(str(value))
         names.append(" ".join(parts) or arm.label)
@@ -219,7 +225,8 @@ def own_venv(source: Path, venv: Path, log=None) -> Path:
 def arm_environment(arm: Arm, checkout_: Checkout, base: dict[str, str]) -> dict[str, str]:
     """An arm's process environment: `base` (the worker's), its code first on the path, its
     test hooks, and none of another arm's."""
-    env = {k: v for k, v in base.items() if k != SLOWDOWN_VARIABLE}
+    hooks = (SLOWDOWN_VARIABLE, SLOWDOWN_BACKEND_VARIABLE)
+    env = {k: v for k, v in base.items() if k not in hooks}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(checkout_.path), *filter(None, [base.get("PYTHONPATH")])]
     )

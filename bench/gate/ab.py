@@ -84,7 +84,9 @@ def command_gate_ab(args: argparse.Namespace, plain_gate) -> int:
     code = plain_gate(args, False) if has_run else 0
     arms = [Arm(spec=f"rev={args.ab}", rev=args.ab), Arm(spec="")]
     if args.ab_inject_slowdown:  # test-only: the gate's proof (tests/ab_proof.py)
-        arms[1] = parse_arm(f"slowdown={args.ab_inject_slowdown}")
+        fraction, _, backend = args.ab_inject_slowdown.partition("@")
+        spec = f"slowdown={fraction}" + (f",slowdown_backend={backend}" if backend else "")
+        arms[1] = parse_arm(spec)
     plan = Plan(pairs=args.ab_pairs, round_s=args.ab_round_seconds, seed=args.ab_seed)
     out = Path(args.ab_out) if args.ab_out else default_out("gate-ab")
     result = run_comparison(
@@ -123,6 +125,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ab-seed", type=int, default=0, help="of the block orders")
     group.add_argument("--ab-out", default=None, help="directory for its windows and logs")
     group.add_argument(
-        "--ab-inject-slowdown", default=None, metavar="FRACTION",
-        help="test hook: this checkout's windows take FRACTION longer (the gate's proof)",
+        "--ab-inject-slowdown", default=None, metavar="FRACTION[@BACKEND]",
+        help="test hook: this checkout's windows take FRACTION longer, in BACKEND's rows only "
+        "when named (the gate's proof)",
     )  # fmt: skip
