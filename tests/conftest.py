@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from filelock import FileLock
+from reference import THREADS
 
 from bench.cell import worker_environment
 from bench.config import RunConfig
@@ -69,7 +70,8 @@ def backend_probe(tmp_path_factory):
         out, report = folder / f"{name}.npz", folder / f"{name}.json"
         with FileLock(str(folder / f"{name}.lock")):
             if not report.exists():
-                env = worker_environment(RunConfig(task="mnist_cnn", backend=name, threads=2))
+                config = RunConfig(task="mnist_cnn", backend=name, threads=THREADS)
+                env = worker_environment(config)
                 command = [sys.executable, str(HERE / "contract_probe.py"), name, str(out)]
                 result = subprocess.run(
                     command, env=env, capture_output=True, text=True, timeout=900

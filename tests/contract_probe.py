@@ -21,7 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from parity_probe import PROBE_BATCH, build, record  # noqa: E402
-from reference import forward, probe_tasks, softmax_cross_entropy, tiny_dataset  # noqa: E402
+from reference import (  # noqa: E402
+    forward,
+    probe_tasks,
+    probe_threads,
+    softmax_cross_entropy,
+    tiny_dataset,
+)
 
 from backends import Unsupported, create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
@@ -108,7 +114,9 @@ def refusal(name: str, **overrides) -> str | None:
 
 def bf16(name: str, task_name: str) -> list[float]:
     task = TASKS[task_name]
-    backend = create_backend(RunConfig(task=task_name, backend=name, threads=2, precision="bf16"))
+    backend = create_backend(
+        RunConfig(task=task_name, backend=name, threads=probe_threads(), precision="bf16")
+    )
     data = tiny_dataset(task)
     backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
     backend.begin_epoch(epoch_permutation(0, 0, len(data.y_train)))

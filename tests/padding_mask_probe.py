@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference import tiny_dataset  # noqa: E402
+from reference import probe_threads, tiny_dataset  # noqa: E402
 
 from backends import create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
@@ -59,7 +59,7 @@ def padding_redrawn(weights: Weights, x: np.ndarray) -> Weights:
 def probe(backend_name: str) -> dict[str, np.ndarray]:
     results = {}
     for name, task in masked_tasks().items():
-        config = RunConfig(task=name, backend=backend_name, threads=2, seed=0)
+        config = RunConfig(task=name, backend=backend_name, threads=probe_threads(), seed=0)
         data = tiny_dataset(task, train=task.batch_size, test=PROBE_BATCH)
         x = data.x_test
         x[1:, : task.input_shape[0] // 4] = PAD_ID  # a quarter of positions pad every text

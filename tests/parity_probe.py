@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reference import HEAVY_TASKS, probe_tasks, tiny_dataset  # noqa: E402
+from reference import HEAVY_TASKS, probe_tasks, probe_threads, tiny_dataset  # noqa: E402
 
 from backends import Unsupported, create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
@@ -57,7 +57,7 @@ def build(backend_name: str, name: str, task, mode: str = "default", device: str
         backend=backend_name,
         mode=mode,
         device=device,
-        threads=2,
+        threads=probe_threads(),
         seed=0,
         batch_size=batch,
         window_steps=window,

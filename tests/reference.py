@@ -28,6 +28,22 @@ from bench.layers import (
 )
 from bench.tasks import SGD, TaskSpec, cifar_resnet
 
+# The frameworks' CPU threads in every test that trains: one. The tests share CI's two cores
+# with each other (two pytest-xdist workers) and with the quick suite, and a framework's thread
+# pool slows down several-fold when its threads outnumber the free cores (measured: torch's
+# contract probe beside two busy processes 40-47 s with 2 threads, 26-27 s with 1). The probes
+# started with worker_environment(...threads=THREADS) read it back from OMP_NUM_THREADS.
+THREADS = 1
+
+
+def probe_threads() -> int:
+    """A probe process's threads: those its environment was made for (bench.cell's
+    worker_environment sets OMP_NUM_THREADS), else THREADS."""
+    import os
+
+    return int(os.environ.get("OMP_NUM_THREADS") or THREADS)
+
+
 MASKED_SCORE = -1e9  # added to a padding key's attention score (bench/layers.py)
 
 

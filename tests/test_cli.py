@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from reference import THREADS
 
 from bench.metrics import nvml_devices
 from bench.results import COLUMNS, SCHEMA_VERSION, STATUSES, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--data", "synthetic", "--train-limit", "256", "--test-limit", "64", "--epochs", "2"]
-TINY += ["--window-steps", "1", "--warmup-windows", "1", "--threads", "2"]
+TINY += ["--window-steps", "1", "--warmup-windows", "1", "--threads", str(THREADS)]
 
 
 def bench(*args, env=None, timeout=600):
@@ -195,7 +196,7 @@ def test_resnet18_smoke_run_on_every_installed_backend(tmp_path):
     result = bench(
         "run", "--tasks", "cifar10_resnet18", "--data", "synthetic", "--batch-size", "16",
         "--train-limit", "48", "--test-limit", "16", "--epochs", "1", "--window-steps", "1",
-        "--warmup-windows", "1", "--threads", "2", "--out", str(tmp_path), "--run-id", "resnet",
+        "--warmup-windows", "1", "--threads", str(THREADS), "--out", str(tmp_path), "--run-id", "resnet",
         timeout=1800,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

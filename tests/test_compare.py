@@ -254,6 +254,23 @@ def test_every_arms_workers_load_the_same_bytecode_wherever_the_checkout_lies(
     assert loaded == [str(tmp_path / "a" / "bench" / "module.py"), str(bytecode["a", "bench"])]
 
 
+def test_a_revision_without_the_serving_worker_gets_no_venv(tmp_path):
+    """Such a base is never run (the gate falls back to the baseline), so it must not cost a
+    venv: the first commit's dependency list differs from today's, and building one is minutes
+    of pip."""
+    root = subprocess.run(
+        ["git", "rev-list", "--max-parents=0", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
+    if not root:
+        pytest.skip("a clone without history")
+    code = checkout(root[0], tmp_path)
+    if code.serves:
+        pytest.skip("a shallow clone: its first commit already has the serving worker")
+    assert code.python == sys.executable and code.commit == root[0]
+    assert not (tmp_path / "compare" / "venv").exists()
+    subprocess.run(["git", "worktree", "remove", "--force", str(code.path)], cwd=ROOT, check=False)
+
+
 def test_this_checkout_runs_as_it_is():
     code = checkout(None, Path("/nonexistent"))
     assert code.path == ROOT and code.commit is None and code.serves

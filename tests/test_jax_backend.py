@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from reference import tiny_dataset
+from reference import THREADS, tiny_dataset
 
 jax = pytest.importorskip("jax")
 pytest.importorskip("flax")
@@ -25,7 +25,7 @@ from bench.tasks import TASKS, get_task  # noqa: E402
 
 def make_backend(task_name, **overrides):
     task = get_task(task_name)
-    config = RunConfig(task=task_name, backend="jax", threads=2, **overrides)
+    config = RunConfig(task=task_name, backend="jax", threads=THREADS, **overrides)
     backend = JaxBackend(config, task)
     weights = initial_weights(task.layers, task.input_shape, seed=0)
     data = tiny_dataset(task)

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from reference import forward, softmax_cross_entropy, tiny_dataset  # noqa: E402
+from reference import THREADS, forward, softmax_cross_entropy, tiny_dataset  # noqa: E402
 
 from backends import Unsupported, create_backend, load_backend_class  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
@@ -41,7 +41,12 @@ TASKS = ("mnist_cnn", "sst2_lstm")
 
 def make(backend_name: str, task_name: str, **overrides):
     task = get_task(task_name)
-    settings = {"task": task_name, "backend": backend_name, "threads": 2, "window_steps": WINDOW}
+    settings = {
+        "task": task_name,
+        "backend": backend_name,
+        "threads": THREADS,
+        "window_steps": WINDOW,
+    }
     backend = create_backend(RunConfig(**settings, **overrides))
     weights = initial_weights(task.layers, task.input_shape, seed=0)
     data = tiny_dataset(task)
@@ -143,7 +148,7 @@ def probed(request, tmp_path_factory) -> tuple[str, dict]:
     if not all(importlib.util.find_spec(m) for m in ("keras", KERAS_BACKENDS[backend])):
         pytest.skip(f"{backend} needs keras and {KERAS_BACKENDS[backend]} installed")
     out = tmp_path_factory.mktemp("keras") / f"{backend}.json"
-    env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+    env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=THREADS))
     result = subprocess.run(
         [sys.executable, __file__, backend, str(out)],
         env=env,

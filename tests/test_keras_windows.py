@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from reference import tiny_dataset  # noqa: E402
+from reference import THREADS, tiny_dataset  # noqa: E402
 
 from backends import Unsupported, create_backend, load_backend_class  # noqa: E402
 from bench import worker  # noqa: E402
@@ -50,7 +50,7 @@ FAILING_CALL = 4  # the train-function call that raises, in the middle of the ep
 
 def make(backend_name: str, **overrides):
     task = get_task(TASK)
-    settings = {"task": TASK, "backend": backend_name, "threads": 2, "window_steps": WINDOW}
+    settings = {"task": TASK, "backend": backend_name, "threads": THREADS, "window_steps": WINDOW}
     backend = create_backend(RunConfig(**{**settings, **overrides}))
     data = tiny_dataset(task, train=task.batch_size * STEPS)
     backend.setup(initial_weights(task.layers, task.input_shape, seed=0), data)
@@ -169,7 +169,9 @@ def probe_short_epoch(backend_name: str, out_dir: Path) -> dict:
     results = {}
     for mode in MODES:
         epochs = 2 if mode == "default" else 1
-        config = RunConfig(task=TASK, backend=backend_name, mode=mode, epochs=epochs, threads=2)
+        config = RunConfig(
+            task=TASK, backend=backend_name, mode=mode, epochs=epochs, threads=THREADS
+        )
         row = worker.base_row(config)
         job = worker.Run(config, out_dir, row, worker.Progress(None))
         try:
@@ -212,7 +214,9 @@ def probe_main_thread(backend_name: str, out_dir: Path) -> dict:
     data = dataclasses.replace(tiny_dataset(task, train=task.batch_size * STEPS), synthetic=False)
     worker.datasets.load = lambda *args, **kwargs: data  # "real" data: evaluate runs too
     load_backend_class(backend_name)  # its imports (the frameworks') are not what is counted
-    config = RunConfig(task=TASK, backend=backend_name, epochs=1, window_steps=WINDOW, threads=2)
+    config = RunConfig(
+        task=TASK, backend=backend_name, epochs=1, window_steps=WINDOW, threads=THREADS
+    )
     row = worker.base_row(config)
     job = worker.Run(config, out_dir, row, worker.Progress(None))
     called: dict[str, int] = {}
@@ -254,7 +258,7 @@ def probed(request, tmp_path_factory) -> tuple[str, dict]:
         pytest.skip(f"{backend} needs keras and {KERAS_BACKENDS[backend]} installed")
     folder = tmp_path_factory.mktemp("keras-windows")
     out = folder / f"{backend}.json"
-    env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+    env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=THREADS))
     result = subprocess.run(
         [sys.executable, __file__, backend, str(out), str(folder)],
         env=env,

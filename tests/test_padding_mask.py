@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from padding_mask_probe import PROBE_BATCH, masked_tasks, padding_redrawn
-from reference import forward, tiny_dataset
+from reference import THREADS, forward, tiny_dataset
 from test_parity import installed
 
 from backends import BACKENDS
@@ -70,7 +70,7 @@ def probes(tmp_path_factory):
             if not installed(backend):
                 pytest.skip(f"{backend} is not installed (pip install -e '.[all]')")
             out = tmp_path_factory.mktemp("mask") / f"{backend}.npz"
-            env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+            env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=THREADS))
             result = subprocess.run(
                 [sys.executable, str(HERE / "padding_mask_probe.py"), backend, str(out)],
                 env=env,

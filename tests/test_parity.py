@@ -39,7 +39,7 @@ from bench.config import RunConfig
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from reference import HEAVY_TASKS, probe_tasks  # noqa: E402
+from reference import HEAVY_TASKS, THREADS, probe_tasks  # noqa: E402
 
 TASKS = probe_tasks()  # the registry's tasks and the test tasks, as the probe runs them
 FRAMEWORK_MODULES = {"torch": "torch", "jax": "flax", "keras-tensorflow": "tensorflow"}
@@ -66,7 +66,7 @@ def probes(tmp_path_factory, backend_probe):
                 cache[key] = backend_probe(backend)[1]
                 return cache[key]
             out = tmp_path_factory.mktemp("parity") / f"{backend}.npz"
-            env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=2))
+            env = worker_environment(RunConfig(task="mnist_cnn", backend=backend, threads=THREADS))
             command = [sys.executable, str(HERE / "parity_probe.py"), backend, str(out), mode]
             result = subprocess.run(
                 [*command, "cpu", tasks] if tasks else command,

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from reference import TEST_TASKS, tiny_dataset
+from reference import TEST_TASKS, THREADS, tiny_dataset
 
 torch = pytest.importorskip("torch")
 
@@ -16,7 +16,7 @@ from bench.tasks import TASKS, get_task  # noqa: E402
 
 def make_backend(task_name, **overrides):
     task = get_task(task_name)
-    config = RunConfig(task=task_name, backend="torch", threads=2, **overrides)
+    config = RunConfig(task=task_name, backend="torch", threads=THREADS, **overrides)
     backend = TorchBackend(config, task)
     weights = initial_weights(task.layers, task.input_shape, seed=0)
     data = tiny_dataset(task)

@@ -12,6 +12,7 @@ on a cpu (torch's and Keras-on-torch's fused mode). Each cell is a fresh worker 
 """
 
 import pytest
+from reference import THREADS
 from test_cli import bench
 
 from backends import BACKENDS, missing_modules
@@ -28,7 +29,7 @@ SKIPPED_ON_CPU = {
     ("keras-torch", "fused"): "steps_per_execution",
 }
 SMOKE = ["--data", "synthetic", "--train-limit", "192", "--test-limit", "64", "--epochs", "1"]
-SMOKE += ["--window-steps", "1", "--warmup-windows", "1", "--threads", "2"]
+SMOKE += ["--window-steps", "1", "--warmup-windows", "1", "--threads", str(THREADS)]
 
 
 def smoke_rows(tmp_path, task: str, modes: tuple[str, ...]) -> list[dict]:

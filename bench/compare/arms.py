@@ -156,7 +156,8 @@ def resolve_commit(rev: str) -> str:
 
 
 def checkout(rev: str | None, cache: Path, log=None) -> Checkout:
-    """This checkout (rev None) or a worktree of `rev`, with the Python its dependencies need."""
+    """This checkout (rev None) or a worktree of `rev`, with the Python its dependencies need
+    (this one's for a revision that predates the serving worker: it is never run)."""
     if rev is None:
         return Checkout(ROOT, sys.executable, None)
     commit = resolve_commit(rev)
@@ -167,6 +168,9 @@ def checkout(rev: str | None, cache: Path, log=None) -> Checkout:
         git("worktree", "add", "--detach", "--force", str(path), commit)
     python = sys.executable
     pyproject = path / "pyproject.toml"
+    checkout_ = Checkout(path, python, commit)
+    if not checkout_.serves:  # nothing can run it interleaved: no venv for it (minutes of pip)
+        return checkout_
     if pyproject.is_file() and dependency_hash(pyproject) != dependency_hash(
         ROOT / "pyproject.toml"
     ):
