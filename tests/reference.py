@@ -299,11 +299,18 @@ HEAVY_TASKS = {"cifar10_resnet18"}
 
 def probe_tasks(register: bool = False, heavy: bool = False) -> dict:
     """The tasks a probe runs: the registry's (without HEAVY_TASKS unless `heavy`) and
-    TEST_TASKS. register=True (in a probe's own process only, never in pytest's) adds
-    TEST_TASKS to TASKS, so create_backend finds them."""
+    TEST_TASKS, each model once: a task whose model, input, batch and optimizer are an earlier
+    task's (fashion_mnist_cnn is the MNIST CNN on other images of the same shape) would build
+    and compile the same thing again for the same checks. register=True (in a probe's own
+    process only, never in pytest's) adds TEST_TASKS to TASKS, so create_backend finds them."""
     from bench.tasks import TASKS
 
     if register:
         TASKS.update(TEST_TASKS)
-    tasks = {**TASKS, **TEST_TASKS}
-    return {name: task for name, task in tasks.items() if heavy or name not in HEAVY_TASKS}
+    tasks, seen = {}, set()
+    for name, task in {**TASKS, **TEST_TASKS}.items():
+        model = (task.layers, task.input_shape, task.num_classes, task.batch_size, task.optimizer)
+        if (heavy or name not in HEAVY_TASKS) and model not in seen:
+            tasks[name] = task
+            seen.add(model)
+    return tasks
