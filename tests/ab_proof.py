@@ -8,8 +8,9 @@ kind, the kinds interleaved round by round (A/A, +15%, +5%, A/A, ...) so that th
 meet every kind alike: `aa` is this checkout against BASE (unchanged code when BASE is HEAD and
 the tree is clean), a number F injects a slowdown of F into this checkout's arm only (the test
 hook), F@BACKEND into that backend's rows of it only. Writes every gate's JSON line (runs.jsonl)
-and a markdown summary (summary.md): per kind, the gate's exit codes, how many runs failed (a false alarm for `aa`, a detection otherwise), and
-each row's ratio over the runs (min, median, max). A measurement: nothing is asserted.
+and a markdown summary (summary.md): per kind, the gate's exit codes, how many runs failed (a
+false alarm for `aa`, a detection otherwise), and each row's ratio over the runs (min, median,
+max). A measurement: nothing is asserted.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ that agrees with it maps flatten order, kernel layout and LSTM gates the way the
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy.special import erf
 
@@ -39,8 +41,6 @@ THREADS = 1
 def probe_threads() -> int:
     """A probe process's threads: those its environment was made for (bench.cell's
     worker_environment sets OMP_NUM_THREADS), else THREADS."""
-    import os
-
     return int(os.environ.get("OMP_NUM_THREADS") or THREADS)
 
 

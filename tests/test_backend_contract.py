@@ -2,8 +2,8 @@
 
 Each backend runs in a fresh process with the worker's environment (tests/contract_probe.py,
 whose run tests/test_parity.py judges too): it builds every task (the registry's but the heavy
-ones, each model once, and tests/reference.py's TEST_TASKS) from the canonical weights and gives them back
-unchanged; its logits match the float64 numpy reference (tests/reference.py) to 1e-4; its first
+ones, each model once, and tests/reference.py's TEST_TASKS) from the canonical weights and gives
+them back unchanged; its logits match the float64 numpy reference (tests/reference.py) to 1e-4; its first
 step's loss is the loss of the harness's first permuted batch; training lowers the loss and
 run_steps gives a float; evaluation returns floats; steps past the epoch, tf32 on a cpu and cuda
 without a GPU are refused with the reason; bf16 trains (the MNIST CNN and the reduced ResNet,

@@ -367,9 +367,10 @@ def test_the_whole_check_on_cpu(tmp_path):
     if not data_dir or not (Path(data_dir) / "mnist").is_dir():
         pytest.skip("real MNIST is needed: BENCH_DATA_DIR=../shared/datasets")
     command = [sys.executable, str(HERE / "gpu_check.py"), "--device", "cpu"]
-    # one backend: the check's plumbing is the same for each (the per-backend parts are the
-    # contract's and parity's probes, which every backend runs in the default test run)
-    # and the modes without torch.compile's half minute of compiling on a CPU
+    # one backend, and the modes that need no torch.compile (its cold compile on a CPU takes
+    # longer than the rest of the check): the check's plumbing is the same for each (the
+    # per-backend parts are the contract's and parity's probes, which every backend runs in the
+    # default test run)
     command += ["--backends", "torch", "--steps", "24", "--precisions", "fp32"]
     command += ["--modes", "eager,fused"]
     command += ["--out", str(tmp_path), "--copy-to", str(tmp_path / "copy")]

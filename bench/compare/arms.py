@@ -166,16 +166,15 @@ def checkout(rev: str | None, cache: Path, log=None) -> Checkout:
         path.parent.mkdir(parents=True, exist_ok=True)
         git("worktree", "prune")
         git("worktree", "add", "--detach", "--force", str(path), commit)
-    python = sys.executable
+    code = Checkout(path, sys.executable, commit)
     pyproject = path / "pyproject.toml"
-    checkout_ = Checkout(path, python, commit)
-    if not checkout_.serves:  # nothing can run it interleaved: no venv for it (minutes of pip)
-        return checkout_
-    if pyproject.is_file() and dependency_hash(pyproject) != dependency_hash(
-        ROOT / "pyproject.toml"
-    ):
-        python = str(own_venv(path, cache / "compare" / "venv" / dependency_hash(pyproject), log))
-    return Checkout(path, python, commit)
+    # a revision without the serving worker is never run interleaved: no venv for it (minutes of pip)
+    if code.serves and pyproject.is_file():
+        wanted = dependency_hash(pyproject)
+        if wanted != dependency_hash(ROOT / "pyproject.toml"):
+            python = own_venv(path, cache / "compare" / "venv" / wanted, log)
+            code = dataclasses.replace(code, python=str(python))
+    return code
 
 
 # The packages a worker imports from its checkout (the frameworks' come compiled by pip)
