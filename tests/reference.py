@@ -32,8 +32,8 @@ from bench.tasks import SGD, TaskSpec, cifar_resnet
 
 # The frameworks' CPU threads in every test that trains: one. The tests share CI's two cores
 # with each other (two pytest-xdist workers) and with the quick suite, and a framework's thread
-# pool slows down several-fold when its threads outnumber the free cores (measured: torch's
-# contract probe beside two busy processes 40-47 s with 2 threads, 26-27 s with 1). The probes
+# pool slows down when its threads outnumber the free cores (measured: torch's contract probe
+# beside two busy processes, 1 thread / 2 threads x0.61 over two alternated pairs). The probes
 # started with worker_environment(...threads=THREADS) read it back from OMP_NUM_THREADS.
 THREADS = 1
 
