@@ -255,12 +255,34 @@ def dense_gradient(gradient):
     return gradient
 
 
+class HostZeros(keras.initializers.Initializer):
+    """Zeros made on the host, for every weight of the layers built here: load_weights
+    overwrites each with the canonical initial weights (bench/init.py), so Keras' own initial
+    values are never used, and on JAX each of Keras' random initializers compiles an XLA
+    program per weight shape in eager mode (jax.random's uniform draw: 0.2-2 s each on one CPU
+    core, 10 of a small ResNet's 11 s of model building, measured 2026-12-02). A numpy array
+    becomes the variable's value with no computation in any backend."""
+
+    def __call__(self, shape, dtype=None):
+        try:
+            numpy_dtype = np.dtype(keras.backend.standardize_dtype(dtype))
+        except TypeError:  # bfloat16 (variables are float32 under mixed_bfloat16)
+            numpy_dtype = np.float32
+        return np.zeros(shape, numpy_dtype)
+
+
+def host_initialized(*names: str) -> dict[str, HostZeros]:
+    """The keyword arguments that give a Keras layer HostZeros for each of its initializers
+    (`kernel` -> kernel_initializer=HostZeros())."""
+    return {f"{name}_initializer": HostZeros() for name in names}
+
+
 class KerasPositionEmbedding(keras.layers.Layer):
     """A learned (seq_len, dim) table added to the input."""
 
     def build(self, input_shape) -> None:
         self.embeddings = self.add_weight(
-            shape=tuple(input_shape[1:]), initializer="zeros", name="embeddings"
+            shape=tuple(input_shape[1:]), initializer=HostZeros(), name="embeddings"
         )
 
     def call(self, x):
@@ -281,7 +303,7 @@ class KerasSelfAttention(keras.layers.Layer):
     def build(self, x_shape, padding_mask_shape=None) -> None:
         key_dim = x_shape[-1] // self.heads
         self.attention = keras.layers.MultiHeadAttention(
-            self.heads, key_dim, dtype=self.dtype_policy
+            self.heads, key_dim, dtype=self.dtype_policy, **host_initialized("kernel", "bias")
         )
         self.attention.build(x_shape, x_shape)
 
@@ -372,7 +394,8 @@ def keras_residual(layer: Residual, dtype: str, use_cudnn: bool | str) -> KerasR
 
 
 # One builder per IR layer type: (layer, dtype policy, use_cudnn) -> the Keras layer. The
-# canonical layout is Keras' own, so weights map unchanged (KERAS_PARAM_NAMES names them).
+# canonical layout is Keras' own, so weights map unchanged (KERAS_PARAM_NAMES names them); every
+# initializer is HostZeros (load_weights sets the canonical weights).
 # A layer that uses the padding mask is called with `padding_mask=` (True at tokens).
 KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
     Conv2D: lambda layer, dtype, _: keras.layers.Conv2D(
@@ -383,27 +406,36 @@ KERAS_LAYERS: dict[type, Callable[[Any, str, bool | str], keras.Layer]] = {
         activation=layer.activation,
         use_bias=layer.use_bias,
         dtype=dtype,
+        **host_initialized("kernel", "bias"),
     ),
     MaxPool2D: lambda layer, dtype, _: keras.layers.MaxPooling2D(layer.pool_size, dtype=dtype),
     Flatten: lambda layer, dtype, _: keras.layers.Flatten(dtype=dtype),
     Dense: lambda layer, dtype, _: keras.layers.Dense(
-        layer.units, activation=layer.activation, dtype=dtype
+        layer.units, activation=layer.activation, dtype=dtype, **host_initialized("kernel", "bias")
     ),
     Embedding: lambda layer, dtype, _: keras.layers.Embedding(
-        layer.vocab_size, layer.dim, dtype=dtype
+        layer.vocab_size, layer.dim, dtype=dtype, **host_initialized("embeddings")
     ),
     LSTM: lambda layer, dtype, use_cudnn: keras.layers.LSTM(
-        layer.units, dtype=dtype, use_cudnn=use_cudnn
+        layer.units,
+        dtype=dtype,
+        use_cudnn=use_cudnn,
+        unit_forget_bias=False,  # an initial bias of ones: the canonical weights replace it
+        **host_initialized("kernel", "recurrent", "bias"),
     ),
     PositionEmbedding: lambda layer, dtype, _: KerasPositionEmbedding(dtype=dtype),
     LayerNorm: lambda layer, dtype, _: keras.layers.LayerNormalization(
-        epsilon=layer.epsilon, dtype=dtype
+        epsilon=layer.epsilon, dtype=dtype, **host_initialized("beta", "gamma")
     ),
     MultiHeadSelfAttention: lambda layer, dtype, _: KerasSelfAttention(layer.heads, dtype=dtype),
     MaskedMeanPool: lambda layer, dtype, _: KerasMaskedMeanPool(dtype=dtype),
     Residual: keras_residual,
     BatchNorm: lambda layer, dtype, _: ActivatedBatchNormalization(
-        layer.activation, momentum=layer.momentum, epsilon=layer.epsilon, dtype=dtype
+        layer.activation,
+        momentum=layer.momentum,
+        epsilon=layer.epsilon,
+        dtype=dtype,
+        **host_initialized("beta", "gamma", "moving_mean", "moving_variance"),
     ),
     GlobalAveragePooling2D: lambda layer, dtype, _: keras.layers.GlobalAveragePooling2D(
         dtype=dtype

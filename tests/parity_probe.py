@@ -3,7 +3,7 @@
     python tests/parity_probe.py BACKEND OUT.npz [MODE [DEVICE [TASKS]]]
 
 TASKS (comma-separated) limits it to those; a heavy task (reference.HEAVY_TASKS) runs only when
-named, at batch PROBE_BATCH.
+named. The heavy and IMDB tasks run at batch PROBE_BATCH (SMALL_BATCH_TASKS).
 
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
@@ -40,16 +40,29 @@ PROBE_BATCH = 16
 # kernels) end 4.6e-4 apart in BatchNorm state and 1.9e-3 in evaluation logits, as far as
 # either is from torch; at 1e-4, 3.0e-5 and 7.1e-5.
 HEAVY_LEARNING_RATE = 1e-4
+# Probed at batch PROBE_BATCH too: the heavy tasks, and the IMDB ones, whose 200-token texts
+# make a batch of 64 cost seconds per step on one core in every backend (and the float64 numpy
+# reference of a 64-text batch 3 s of the transformer's probe): the same model, layers and
+# sequence length, a quarter of the samples. Measured 2026-12-02, contract probe on one core:
+# imdb_transformer 10-26 s per backend, imdb_lstm 15-18 s on keras-torch (eager, 200 steps).
+SMALL_BATCH_TASKS = HEAVY_TASKS | {"imdb_lstm", "imdb_transformer"}
 
 
 def build(backend_name: str, name: str, task, mode: str = "default", device: str = "cpu"):
     """The task's backend, set up from the canonical initial weights on tiny data with enough
-    samples for STEPS full batches: (backend, task, data, weights). A heavy task gets batch
-    PROBE_BATCH and HEAVY_LEARNING_RATE. Raises Unsupported for a mode the backend has not."""
-    batch = PROBE_BATCH if name in HEAVY_TASKS else task.batch_size
+    samples for STEPS full batches: (backend, task, data, weights). A task of SMALL_BATCH_TASKS
+    gets batch PROBE_BATCH, a heavy one HEAVY_LEARNING_RATE too (the returned task, also put in
+    the registry, has them). Raises Unsupported for a mode the backend has not."""
+    changes = {}
+    if name in SMALL_BATCH_TASKS:
+        changes["batch_size"] = PROBE_BATCH
     if name in HEAVY_TASKS:  # at its own rate, five steps would amplify rounding (above)
-        optimizer = dataclasses.replace(task.optimizer, learning_rate=HEAVY_LEARNING_RATE)
-        task = TASKS[name] = dataclasses.replace(task, optimizer=optimizer)
+        changes["optimizer"] = dataclasses.replace(
+            task.optimizer, learning_rate=HEAVY_LEARNING_RATE
+        )
+    if changes:
+        task = TASKS[name] = dataclasses.replace(task, **changes)
+    batch = task.batch_size
     # a fused mode runs a window as one execution and gives its last loss: one 5-step window
     window = STEPS if mode == "fused" else 1
     config = RunConfig(

@@ -1,8 +1,8 @@
 """Fairness: every backend trains exactly what the torch backend trains (CPU, fp32).
 
 For every registered backend and every task (the registry's and tests/reference.py's
-TEST_TASKS; each model once: fashion_mnist_cnn is the MNIST CNN), from the canonical initial
-weights:
+TEST_TASKS; each model once: fashion_mnist_cnn is the MNIST CNN; the IMDB tasks at batch 16,
+parity_probe.SMALL_BATCH_TASKS), from the canonical initial weights:
   - the trainable parameter count equals torch's (and the IR's);
   - the logits of the same batch agree with torch's to 1e-4 relative (to the largest logit);
   - five optimizer steps on the harness's batches give losses within 1e-3 relative, every step;
