@@ -113,7 +113,13 @@ class Run:
         row["device_name"] = backend.device_name() or cpu_name()
         clock = time.perf_counter()
         synthetic = config.data == "synthetic"
-        data = datasets.load(task.dataset, data_dir=config.data_dir, synthetic=synthetic)
+        data = datasets.load(
+            task.dataset,
+            data_dir=config.data_dir,
+            synthetic=synthetic,
+            train_limit=config.train_limit,  # a twin makes only the samples the run uses
+            test_limit=config.test_limit,
+        )
         self.data = limit(data, config.train_limit, config.test_limit)
         self.weights = initial_weights(task.layers, task.input_shape, config.seed)
         row["data_s"] = time.perf_counter() - clock

@@ -679,6 +679,19 @@ def test_synthetic_is_deterministic_in_the_seed():
     assert_same_arrays(first, load("sst2", synthetic=True, seed=5))
 
 
+@pytest.mark.parametrize("name", ["mnist", "sst2"])
+def test_a_limited_twin_is_the_full_twins_first_samples(name):
+    """A run limited to N samples makes only those, the same values as the full twin's."""
+    full = synthetic(name, seed=2)
+    small = load(name, synthetic=True, seed=2, train_limit=300, test_limit=40)
+    assert len(small.y_train) == 300 and len(small.y_test) == 40
+    for split in ("x_train", "y_train", "x_test", "y_test"):
+        count = len(getattr(small, split))
+        np.testing.assert_array_equal(getattr(small, split), getattr(full, split)[:count])
+    beyond = synthetic(name, seed=2, train_count=10**9)  # a limit past the split: all of it
+    assert len(beyond.y_train) == len(full.y_train)
+
+
 def test_unknown_dataset_names_the_valid_ones():
     for call in (lambda: load("svhn"), lambda: synthetic("svhn")):
         with pytest.raises(ValueError, match="svhn.*mnist, fashion_mnist, cifar10, sst2, imdb"):

@@ -103,11 +103,15 @@ def load(
     synthetic: bool = False,
     seed: int = 0,
     download: bool = True,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
 ) -> Dataset:
-    """The dataset `name`, real (verified, cached) or, with synthetic=True, its synthetic twin."""
+    """The dataset `name`, real (verified, cached) or, with synthetic=True, its synthetic twin;
+    a twin is made with only the first train_limit / test_limit samples of each split (a real
+    dataset is loaded whole: the caller keeps what it uses)."""
     dataset_info(name)
     if synthetic:
-        return make_synthetic(name, seed)
+        return make_synthetic(name, seed, train_limit, test_limit)
     data_root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     raw_root = cache_root / "raw"
