@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest tests/test_transformer_smoke.py -m "slow or heavy"
 
-`bench run` on synthetic data (three steps, one epoch). `slow` (CI): sst2_transformer and
+`bench run` on synthetic data (three steps, one epoch; IMDB's at batch 16). `slow` (CI): sst2_transformer and
 imdb_transformer (the same layers over 200 positions instead of 64) in each backend's default
 mode. `heavy` (make test-heavy, not in CI): sst2_transformer in every other mode of every
 backend, about 5 minutes on 2 cores (torch.compile and XLA compile the model anew in every
@@ -28,14 +28,20 @@ SKIPPED_ON_CPU = {
     ("torch", "fused"): "no CUDA graphs on cpu",
     ("keras-torch", "fused"): "steps_per_execution",
 }
-SMOKE = ["--data", "synthetic", "--train-limit", "192", "--test-limit", "64", "--epochs", "1"]
-SMOKE += ["--window-steps", "1", "--warmup-windows", "1", "--threads", str(THREADS)]
+SMOKE = ["--data", "synthetic", "--epochs", "1", "--window-steps", "1", "--warmup-windows", "1"]
+SMOKE += ["--threads", str(THREADS)]
+# three steps and an evaluation batch: of 64 texts, or of 16 for IMDB's 200-token texts (a
+# batch of 64 costs about a second a step on one core in most backends)
+SIZES = {"imdb_transformer": (16, 48, 16)}  # batch, train and test samples
+DEFAULT_SIZE = (64, 192, 64)
 
 
 def smoke_rows(tmp_path, task: str, modes: tuple[str, ...]) -> list[dict]:
+    batch, train, test = SIZES.get(task, DEFAULT_SIZE)
+    sizes = ["--batch-size", str(batch), "--train-limit", str(train), "--test-limit", str(test)]
     result = bench(
         "run", "--tasks", task, "--backends", ",".join(INSTALLED), "--mode", ",".join(modes),
-        *SMOKE, "--out", str(tmp_path), "--run-id", task, timeout=3600,
+        *SMOKE, *sizes, "--out", str(tmp_path), "--run-id", task, timeout=3600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_rows(tmp_path / task / "results.csv")
