@@ -2,9 +2,9 @@
 
     .venv/bin/python -m pytest tests/test_transformer_smoke.py -m "slow or heavy"
 
-`bench run` on synthetic data (three steps, one epoch; IMDB's at batch 16). `slow` (CI): sst2_transformer and
-imdb_transformer (the same layers over 200 positions instead of 64) in each backend's default
-mode. `heavy` (make test-heavy, not in CI): sst2_transformer in every other mode of every
+`bench run` on synthetic data (three steps, one epoch; IMDB's at batch 16). `slow` (CI):
+sst2_transformer and imdb_transformer (the same layers over 200 positions instead of 64) in
+each backend's default mode. `heavy` (make test-heavy, not in CI): sst2_transformer in every other mode of every
 backend, about 5 minutes on 2 cores (torch.compile and XLA compile the model anew in every
 cell). Every row is `ok`, or `skipped` with the reason the backend gives for a mode it lacks
 on a cpu (torch's and Keras-on-torch's fused mode). Each cell is a fresh worker process
