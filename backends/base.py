@@ -49,8 +49,16 @@ class Backend(Protocol):
         """Build the IR, load the canonical weights, place the data on the device (one copy;
         each step gathers its batch there)."""
 
-    def begin_epoch(self, permutation: np.ndarray) -> None:
-        """The harness's sample order for this epoch (int32)."""
+    def begin_epoch(
+        self,
+        permutation: np.ndarray,
+        learning_rate: float | None = None,
+        x_train: np.ndarray | None = None,
+    ) -> None:
+        """The harness's sample order for this epoch (int32); the epoch's learning rate when the
+        task has a schedule (None: leave it), and its training inputs when the task augments
+        them (None: keep those set up; else the same shape and dtype, replacing them on the
+        device). Both come from bench/recipe.py, so every backend gets the same."""
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
         """Train steps [first, first + num) of the epoch; return the last step's loss as a
@@ -111,6 +119,14 @@ class BackendBase:
                 f"steps [{first_step}, {first_step + num_steps}) of {self.batch_size} samples "
                 f"run past the epoch's {epoch_samples} samples"
             )
+
+    def check_recipe(self, learning_rate: float | None, x_train: np.ndarray | None) -> None:
+        """begin_epoch's rate and inputs only for a task that has a schedule / augmentation
+        (the backends set their optimizers and data up for those alone)."""
+        if learning_rate is not None and self.task.schedule is None:
+            raise ValueError(f"{self.task.name} has no learning-rate schedule to set")
+        if x_train is not None and self.task.augmentation is None:
+            raise ValueError(f"{self.task.name} has no augmentation: its inputs stay as set up")
 
     def memory_peak_bytes(self) -> int | None:
         return None

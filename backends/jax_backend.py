@@ -408,16 +408,50 @@ def make_eval_batch(model: Model) -> Callable:
     return jax.jit(eval_batch)
 
 
-def optax_sgd(spec: SGD) -> optax.GradientTransformation:
+def optax_sgd(spec: SGD, scheduled: bool = False) -> optax.GradientTransformation:
     """The spec's SGD (bench/tasks.py): the decay added to the gradient, then optax's trace."""
     momentum = spec.momentum or None  # optax.sgd takes None for no momentum
-    sgd = optax.sgd(spec.learning_rate, momentum, spec.nesterov)
-    return optax.chain(optax.add_decayed_weights(spec.weight_decay), sgd)
+    sgd = injected(optax.sgd, scheduled, "momentum", "nesterov")
+    return optax.chain(
+        optax.add_decayed_weights(spec.weight_decay),
+        sgd(learning_rate=spec.learning_rate, momentum=momentum, nesterov=spec.nesterov),
+    )
 
 
-# One builder per optimizer spec
-OPTAX_OPTIMIZERS: dict[type, Callable[[Any], optax.GradientTransformation]] = {
-    Adam: lambda spec: optax.adam(spec.learning_rate, spec.beta_1, spec.beta_2, spec.epsilon),
+def optax_adam(spec: Adam, scheduled: bool = False) -> optax.GradientTransformation:
+    adam = injected(optax.adam, scheduled)
+    return adam(learning_rate=spec.learning_rate, b1=spec.beta_1, b2=spec.beta_2, eps=spec.epsilon)
+
+
+def injected(transform: Callable, scheduled: bool, *static: str) -> Callable:
+    """The optax transform itself, or, for a task with a schedule, the same transform with its
+    hyperparameters in its state (optax.inject_hyperparams), so begin_epoch can set the epoch's
+    learning rate without a new compilation (`with_learning_rate`); `static` are the arguments
+    that stay Python values."""
+    if not scheduled:
+        return transform
+    return optax.inject_hyperparams(transform, static_args=static)
+
+
+def with_learning_rate(opt_state: Any, learning_rate: float) -> Any:
+    """opt_state with every injected learning rate set to `learning_rate` (same dtype)."""
+
+    def is_injected(node: Any) -> bool:  # optax's state class for it differs across versions
+        return isinstance(node, tuple) and hasattr(node, "hyperparams")
+
+    def set_rate(node: Any) -> Any:
+        if not is_injected(node):
+            return node
+        old = node.hyperparams["learning_rate"]
+        rate = jnp.asarray(learning_rate, dtype=old.dtype)
+        return node._replace(hyperparams={**node.hyperparams, "learning_rate": rate})
+
+    return jax.tree.map(set_rate, opt_state, is_leaf=is_injected)
+
+
+# One builder per optimizer spec: (spec, the task has a schedule) -> the transformation
+OPTAX_OPTIMIZERS: dict[type, Callable[[Any, bool], optax.GradientTransformation]] = {
+    Adam: optax_adam,
     SGD: optax_sgd,
 }
 
@@ -481,7 +515,8 @@ class JaxBackend(BackendBase):
         self.y_train = jax.device_put(data.y_train.astype(np.int32), self.device)
         self.x_test = jax.device_put(data.x_test, self.device)
         self.y_test = jax.device_put(data.y_test.astype(np.int32), self.device)
-        self.optimizer = OPTAX_OPTIMIZERS[type(task.optimizer)](task.optimizer)
+        scheduled = task.schedule is not None
+        self.optimizer = OPTAX_OPTIMIZERS[type(task.optimizer)](task.optimizer, scheduled)
         self.opt_state = jax.device_put(self.optimizer.init(self.params), self.device)
         self.train_step = make_train_step(self.model, self.optimizer, self.batch_size)
         self.compiled_step = make_counted_step(self.train_step)
@@ -513,7 +548,21 @@ class JaxBackend(BackendBase):
         """What model.apply evaluates with: the parameters and BatchNorm's moving statistics."""
         return {"params": self.params, "batch_stats": self.batch_stats}
 
-    def begin_epoch(self, permutation: np.ndarray) -> None:
+    def begin_epoch(
+        self,
+        permutation: np.ndarray,
+        learning_rate: float | None = None,
+        x_train: np.ndarray | None = None,
+    ) -> None:
+        """The order; the epoch's rate into the optimizer state's injected hyperparameter, and
+        augmented images as the new training split (the same shape: no new compilation)."""
+        self.check_recipe(learning_rate, x_train)
+        if learning_rate is not None:
+            self.opt_state = jax.device_put(
+                with_learning_rate(self.opt_state, learning_rate), self.device
+            )
+        if x_train is not None:
+            self.x_train = jax.device_put(x_train, self.device)
         self.permutation = jax.device_put(permutation.astype(np.int32), self.device)
 
     def fused_steps(self, num_steps: int) -> Callable:

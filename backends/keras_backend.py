@@ -179,6 +179,18 @@ class LastLossModel(keras.Model):
                 variable.assign(jax.device_put(variable.value, device))
 
 
+def assign_on_device(variable, value) -> None:
+    """variable.assign(value), and on JAX the value placed on the device as every state array
+    is after a step (an uncommitted array would be a new jax.jit signature: a compilation at
+    the next fit's first step; see LastLossModel.reset_metrics)."""
+    value = np.asarray(value, dtype=variable.dtype)
+    if FRAMEWORK == "jax":
+        import jax
+
+        value = jax.device_put(value, jax.devices()[0])
+    variable.assign(value)
+
+
 class GatheringModel(LastLossModel):
     """On TensorFlow: fit's data are each step's sample indices; the batch is gathered from the
     resident training split on the device, then Keras' own train_step runs on it."""
@@ -626,7 +638,8 @@ class KerasBackend(BackendBase):
             raise Unsupported(f"Keras turned jit_compile off for this model on {FRAMEWORK}")
         self.mechanism = self.describe(jit_compile)
         resident = self.support.resident  # one copy of each split on the device
-        self.model.resident = Resident(resident(data.x_train), resident(data.y_train))
+        inputs = self.support.replaceable if task.augmentation is not None else resident
+        self.model.resident = Resident(inputs(data.x_train), resident(data.y_train))
         # the test split staged like every backend's; evaluate compares predict's logits with
         # the labels on the host, so those stay there too
         self.x_test, self.y_test = resident(data.x_test), resident(data.y_test)
@@ -648,11 +661,24 @@ class KerasBackend(BackendBase):
             for key, variable in canonical_variables(self.task.layers, self.keras_layers)
         }
 
-    def begin_epoch(self, permutation: np.ndarray) -> None:
+    def begin_epoch(
+        self,
+        permutation: np.ndarray,
+        learning_rate: float | None = None,
+        x_train: np.ndarray | None = None,
+    ) -> None:
         """The epoch's order (on the device for JAX and torch, whose steps slice it there; on
         the host for TensorFlow, whose tf.data of indices reads it), and the epoch's fit,
-        started and parked before its first step (its start-up is outside every window)."""
+        started and parked before its first step (its start-up is outside every window). A
+        scheduled task's rate and an augmented split are set before that fit starts."""
         self.end_fit()
+        self.check_recipe(learning_rate, x_train)
+        if learning_rate is not None:
+            self.on_keras_thread(self.set_learning_rate, learning_rate)
+        if x_train is not None:
+            resident = self.model.resident
+            x = self.on_keras_thread(self.support.replace, resident.x, x_train)
+            self.model.resident = Resident(x, resident.y)
         order = permutation.astype(np.int32)
         if FRAMEWORK != "tensorflow":
             order = self.on_keras_thread(self.support.resident, order)
@@ -660,6 +686,25 @@ class KerasBackend(BackendBase):
         self.epoch_size = len(permutation)
         self.epoch_steps = self.epoch_size // self.batch_size
         self.epoch_fit = self.start_fit(0)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """The optimizer's rate variable set (on the Keras thread, between fits). Keras' SGD
+        velocity is -rate * torch's momentum buffer (bench/tasks.py's SGD), so at a new rate
+        it is scaled by new / old to stay that: the update then equals torch's at every rate."""
+        optimizer = self.model.optimizer
+        variable = optimizer.learning_rate
+        old = float(ops.convert_to_numpy(variable))
+        momentums = getattr(optimizer, "momentums", None) or []  # built at the first step
+        if momentums and learning_rate != old:
+            if old == 0.0:
+                raise ValueError(
+                    "Keras' SGD velocity is lost at a zero learning rate; a schedule that "
+                    "returns to a nonzero rate cannot be followed (torch keeps its buffer)"
+                )
+            for momentum in momentums:  # on the host: on JAX an op would compile per shape
+                scaled = ops.convert_to_numpy(momentum.value) * (learning_rate / old)
+                assign_on_device(momentum, scaled)
+        assign_on_device(variable, learning_rate)
 
     def start_fit(self, first_step: int) -> EpochFit:
         """A fit over steps [first, epoch's end), parked before the first (the module docstring

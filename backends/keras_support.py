@@ -73,6 +73,16 @@ class TensorflowSupport:
         with self.tf.device(self.device_scope):
             return self.tf.identity(self.tf.convert_to_tensor(array))
 
+    def replaceable(self, array: np.ndarray):
+        """A resident split that `replace` can refill: a variable on the device, since the
+        traced train function captures what it gathers from (a tensor would stay the old one)."""
+        with self.tf.device(self.device_scope):
+            return self.tf.Variable(array, trainable=False)
+
+    def replace(self, resident, array: np.ndarray):
+        resident.assign(array)  # in place: the traced function reads the variable
+        return resident
+
     def window_loss(self, model) -> float:
         """The last step's loss, read to the host: the read waits for the step's work (on a
         GPU, for the stream every kernel of the step runs on)."""
@@ -128,6 +138,13 @@ class JaxSupport:
 
     def resident(self, array: np.ndarray):
         return self.jax.device_put(array, self.jax.devices()[0])
+
+    def replaceable(self, array: np.ndarray):
+        return self.resident(array)
+
+    def replace(self, resident, array: np.ndarray):
+        """A new array of the same shape: the jitted gather takes it as an argument."""
+        return self.resident(array)
 
     def gather(self, batch: int):
         """One jitted dispatch per step: the step's indices sliced from the permutation and
@@ -205,6 +222,14 @@ class TorchSupport:
 
     def resident(self, array: np.ndarray):
         return ops.convert_to_tensor(array)  # on Keras' device, one copy
+
+    def replaceable(self, array: np.ndarray):
+        return self.resident(array)
+
+    def replace(self, resident, array: np.ndarray):
+        """A new tensor: each fit's batches gather from the split it starts with (on cpu
+        convert_to_tensor may share the array's memory; each epoch's array is its own)."""
+        return self.resident(array)
 
     def window_loss(self, model) -> float:
         """The last step's loss as a float, with every queued kernel finished on cuda."""

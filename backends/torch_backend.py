@@ -62,23 +62,27 @@ def configure_torch(device: str, precision: str, threads: int) -> None:
         raise BackendBase.no_gpu("torch", f"torch.cuda.is_available() is False; {detail}")
 
 
-def torch_adam(spec: Adam, params: list, cuda: bool) -> torch.optim.Optimizer:
+def torch_adam(
+    spec: Adam, params: list, cuda: bool, lr: float | torch.Tensor
+) -> torch.optim.Optimizer:
     # on cuda one kernel for every mode; state and step on the device
     implementation = {"fused": True, "capturable": True} if cuda else {"foreach": True}
     return torch.optim.Adam(
         params,
-        lr=spec.learning_rate,
+        lr=lr,
         betas=(spec.beta_1, spec.beta_2),
         eps=spec.epsilon,
         **implementation,
     )
 
 
-def torch_sgd(spec: SGD, params: list, cuda: bool) -> torch.optim.Optimizer:
+def torch_sgd(
+    spec: SGD, params: list, cuda: bool, lr: float | torch.Tensor
+) -> torch.optim.Optimizer:
     """torch.optim.SGD is the spec's definition (bench/tasks.py): coupled weight decay."""
     return torch.optim.SGD(
         params,
-        lr=spec.learning_rate,
+        lr=lr,
         momentum=spec.momentum,
         nesterov=spec.nesterov,
         weight_decay=spec.weight_decay,
@@ -86,7 +90,10 @@ def torch_sgd(spec: SGD, params: list, cuda: bool) -> torch.optim.Optimizer:
     )
 
 
-# One builder per optimizer spec: (spec, trainable parameters, on cuda) -> the optimizer
+# One builder per optimizer spec: (spec, trainable parameters, on cuda, learning rate) -> the
+# optimizer. A task with a schedule gets its rate as a 0-d tensor on the device, which
+# begin_epoch fills in place: torch.compile then reads it as an input (a float would be a
+# constant it recompiles for) and a CUDA graph reads its new value on replay.
 TORCH_OPTIMIZERS = {Adam: torch_adam, SGD: torch_sgd}
 OPTIMIZER_KERNELS = {Adam: "Adam fused=True capturable=True", SGD: "SGD fused=True"}  # cuda
 
@@ -158,13 +165,18 @@ class TorchBackend(BackendBase):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.load_weights(weights)
         self.setup_lstm(data)
-        self.x_train = self.to_device_inputs(data.x_train)
+        # with augmentation, storage of its own (on cpu too): begin_epoch writes into it
+        copy = task.augmentation is not None
+        self.x_train = self.host_inputs(data.x_train).to(self.device, copy=copy)
         self.y_train = torch.from_numpy(data.y_train).to(self.device, torch.int64)
         self.x_test = self.to_device_inputs(data.x_test)
         self.y_test = torch.from_numpy(data.y_test).to(self.device, torch.int64)
         params = [p for p in self.model.parameters() if p.requires_grad]
         spec = task.optimizer
-        self.optimizer = TORCH_OPTIMIZERS[type(spec)](spec, params, self.device.type == "cuda")
+        lr: float | torch.Tensor = spec.learning_rate
+        if task.schedule is not None:
+            lr = torch.tensor(spec.learning_rate, dtype=torch.float32, device=self.device)
+        self.optimizer = TORCH_OPTIMIZERS[type(spec)](spec, params, self.device.type == "cuda", lr)
         self.steps_per_epoch = len(data.y_train) // self.batch_size
         train_step = self.train_step
         if self.mode == "compiled":
@@ -187,14 +199,18 @@ class TorchBackend(BackendBase):
             module.compute_dtype = self.autocast_dtype
             module.implementation = self.lstm_implementation
 
-    def to_device_inputs(self, x: np.ndarray) -> torch.Tensor:
-        """One copy on the device. Images go NCHW: laid out on the host, or, in channels-last
-        memory, as NHWC storage seen through NCHW strides (no copy either way)."""
+    def host_inputs(self, x: np.ndarray) -> torch.Tensor:
+        """Inputs on the host in the device copy's layout. Images go NCHW: laid out on the host,
+        or, in channels-last memory, as NHWC storage seen through NCHW strides."""
         if x.ndim != 4:
-            return torch.from_numpy(x).to(self.device)
+            return torch.from_numpy(x)
         if self.channels_last:
-            return torch.from_numpy(x).to(self.device).permute(0, 3, 1, 2)
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device)
+            return torch.from_numpy(x).permute(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    def to_device_inputs(self, x: np.ndarray) -> torch.Tensor:
+        """One copy on the device (no second one on the way)."""
+        return self.host_inputs(x).to(self.device)
 
     def load_weights(self, weights: Weights) -> None:
         state = to_torch_layout(self.task, weights)
@@ -219,7 +235,21 @@ class TorchBackend(BackendBase):
         self.optimizer.step()
         return loss
 
-    def begin_epoch(self, permutation: np.ndarray) -> None:
+    def begin_epoch(
+        self,
+        permutation: np.ndarray,
+        learning_rate: float | None = None,
+        x_train: np.ndarray | None = None,
+    ) -> None:
+        """The order; the epoch's rate into the optimizer's rate tensor, and augmented images
+        into the training split's own storage (in place: the compiled step and the CUDA graph
+        keep reading the tensors they were made with)."""
+        self.check_recipe(learning_rate, x_train)
+        if learning_rate is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"].fill_(learning_rate)
+        if x_train is not None:
+            self.x_train.copy_(self.host_inputs(x_train))
         self.permutation = torch.from_numpy(permutation.astype(np.int64)).to(self.device)
         if self.mode == "fused":  # into the graph's own buffer: its address is baked in
             self.static_batches().copy_(self.epoch_batches(self.permutation))

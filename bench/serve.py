@@ -42,7 +42,6 @@ from pathlib import Path
 
 from bench.cell import base_row, worker_environment
 from bench.config import RunConfig
-from bench.init import epoch_permutation
 from bench.metrics import cpu_count
 
 PROTOCOL = 1
@@ -102,7 +101,7 @@ class Server:
                 f"a dispatch of {self.chunk} steps is longer than the epoch "
                 f"({run.steps_per_epoch} steps): use more data or fewer --window-steps"
             )
-        backend.begin_epoch(epoch_permutation(self.config.seed, 0, len(run.data.y_train)))
+        run.begin_epoch(0)
         first = self.chunk if backend.mode == "fused" else 1
         clock = time.perf_counter()
         self.advance(first)
@@ -147,8 +146,7 @@ class Server:
             self.advance(run.steps_per_epoch - self.step)
         self.epoch += 1
         self.step = 0
-        permutation = epoch_permutation(self.config.seed, self.epoch, len(run.data.y_train))
-        run.backend.begin_epoch(permutation)
+        run.begin_epoch(self.epoch)
 
     def window(self, steps: int) -> dict:
         if steps < 1 or steps % self.chunk or steps > self.run.steps_per_epoch:

@@ -34,6 +34,7 @@ from bench.config import RunConfig
 from bench.hooks import apply_hooks, test_hooks_in_use
 from bench.init import epoch_permutation, initial_weights
 from bench.metrics import NvmlProbe, Window, cpu_count, cpu_name, peak_rss_mb, step_time_stats
+from bench.recipe import epoch_recipe
 from bench.results import write_atomic
 from bench.tasks import get_task
 
@@ -175,11 +176,18 @@ class Run:
         first = min(window_steps if self.backend.mode == "fused" else 1, self.steps_per_epoch)
         return [(0, first), *plan_windows(self.steps_per_epoch, first, window_steps)]
 
+    def begin_epoch(self, epoch: int) -> None:
+        """The epoch's order, and its learning rate and augmented images where the task has a
+        schedule or an augmentation (bench/recipe.py), given to the backend. Counted as training
+        time (time-to-target), never inside a timed window."""
+        permutation = epoch_permutation(self.config.seed, epoch, len(self.data.y_train))
+        recipe = epoch_recipe(self.task, self.config.seed, epoch, self.data.x_train)
+        self.backend.begin_epoch(permutation, recipe.learning_rate, recipe.x_train)
+
     def train_epoch(self, epoch: int, probe: Probe) -> list[float]:
         """The epoch's timed windows; the machine-state probe and NVML run between them."""
         clock = time.perf_counter()
-        permutation = epoch_permutation(self.config.seed, epoch, len(self.data.y_train))
-        self.backend.begin_epoch(permutation)
+        self.begin_epoch(epoch)
         self.train_time += time.perf_counter() - clock
         probe_ms, losses = probe(), []  # the machine's speed now, after the evaluation
         for first_step, num_steps in self.plan(epoch):

@@ -8,8 +8,9 @@ named. The heavy and IMDB tasks run at batch PROBE_BATCH (SMALL_BATCH_TASKS).
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
 canonical initial weights, the losses of five optimizer steps on the harness's batches (in a
-fused mode, one window of five steps and its last loss), and
-after those steps: the trained parameters and the BatchNorm state (each flattened into one
+fused mode, one window of five steps and its last loss), for a task with a learning-rate
+schedule or augmentation (after the rest) the losses of two more epochs begun with their
+rates and images and the parameters after them, and after the five steps: the trained parameters and the BatchNorm state (each flattened into one
 vector, in canonical order) and the evaluation-mode logits of the fixed batch.
 """
 
@@ -30,9 +31,11 @@ from backends import Unsupported, create_backend  # noqa: E402
 from bench.config import RunConfig  # noqa: E402
 from bench.init import epoch_permutation, initial_weights  # noqa: E402
 from bench.layers import param_shapes, state_shapes  # noqa: E402
+from bench.recipe import epoch_recipe  # noqa: E402
 from bench.tasks import TASKS  # noqa: E402
 
 STEPS = 5
+RECIPE_EPOCHS = 2  # after the five steps, for a task with a schedule or augmentation
 PROBE_BATCH = 16
 # A heavy task's probe trains at this rate, its own optimizer otherwise: five fp32 steps of
 # ResNet-18 at batch 16 amplify rounding past the parity tolerances at larger rates. Measured
@@ -98,7 +101,26 @@ def record(backend, name: str, task, data) -> dict[str, np.ndarray]:
         values = [trained[key].ravel() for key in keys]
         results[f"{name}/trained_{kind}"] = np.concatenate(values) if values else np.zeros(0)
     results[f"{name}/eval_logits"] = backend.predict(data.x_test[:PROBE_BATCH])
+    if task.schedule is not None or task.augmentation is not None:
+        results[f"{name}/recipe_losses"] = recipe_epochs(backend, task, data)
+        trained = backend.get_weights()
+        keys = param_shapes(task.layers, task.input_shape)
+        results[f"{name}/recipe_params"] = np.concatenate([trained[key].ravel() for key in keys])
     return results
+
+
+def recipe_epochs(backend, task, data) -> np.ndarray:
+    """A task with a schedule or augmentation goes on for RECIPE_EPOCHS more epochs of STEPS
+    steps each, each begun with its rate and augmented images (bench/recipe.py, as the worker
+    gives them): their windows' losses (every step's; in a fused mode each epoch's last)."""
+    losses = []
+    for epoch in range(1, 1 + RECIPE_EPOCHS):
+        recipe = epoch_recipe(task, 0, epoch, data.x_train)
+        permutation = epoch_permutation(0, epoch, len(data.y_train))
+        backend.begin_epoch(permutation, recipe.learning_rate, recipe.x_train)
+        window = backend.window_steps
+        losses += [backend.run_steps(step, window) for step in range(0, STEPS, window)]
+    return np.array(losses)
 
 
 def probe(

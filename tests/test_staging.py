@@ -155,7 +155,7 @@ class FakeBackend:
     def param_count(self) -> int:
         return 1
 
-    def begin_epoch(self, permutation) -> None:
+    def begin_epoch(self, permutation, learning_rate=None, x_train=None) -> None:
         pass
 
     def run_steps(self, first_step: int, num_steps: int) -> float:
