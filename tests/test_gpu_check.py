@@ -358,6 +358,40 @@ def test_the_bench_run_flags_it_uses_exist():
     assert short[short.index("--window-steps") + 1] == "5"
 
 
+def test_the_resnet_part_runs_bf16_batch_256_on_the_synthetic_twin():
+    cells_by_backend = gpu_check.resnet_cells(["torch", "jax", "keras-jax"], "cuda")
+    assert [[c.mode for c in cells] for cells in cells_by_backend] == [
+        ["default", "compiled", "fused"],
+        ["default", "fused"],
+        ["default"],
+    ]
+    cells = cells_by_backend[0]
+    assert all(c.batch_size == 256 and c.precision == "bf16" for c in cells)
+    flags = gpu_check.bench_run_flags()
+    command = gpu_check.matrix_command("resnet-torch", Path("/tmp/x"), cells, 150, "/data", flags)
+    option = {flag: command[command.index(flag) + 1] for flag in command if flag.startswith("--")}
+    assert option["--batch-size"] == "256" and option["--train-limit"] == str(150 * 256)
+    assert option["--data"] == "synthetic" and "--data-dir" not in option
+    assert option["--mode"] == "default,compiled,fused" and option["--window-steps"] == "15"
+
+
+def test_the_resnet_goal_judges_the_fastest_ok_row():
+    rows = [
+        ok_row(task="cifar10_resnet18", backend="torch", samples_per_s="60000"),
+        ok_row(task="cifar10_resnet18", backend="jax", samples_per_s="81000"),
+        ok_row(task="cifar10_resnet18", backend="keras-jax", samples_per_s="90000")
+        | {"status": "failed"},
+    ]
+    goal = gpu_check.judge_resnet_goal(rows)
+    assert (goal["status"], goal["backend"], goal["measured"]["samples_per_s"]) == (
+        "pass",
+        "jax",
+        81000,
+    )
+    assert gpu_check.judge_resnet_goal(rows[:1])["status"] == "fail"
+    assert gpu_check.judge_resnet_goal([])["status"].startswith("not run")
+
+
 # --- end to end on the CPU ----------------------------------------------------------------------
 
 
@@ -373,6 +407,9 @@ def test_the_whole_check_on_cpu(tmp_path):
     # default test run)
     command += ["--backends", "torch", "--steps", "24", "--precisions", "fp32"]
     command += ["--modes", "eager,fused"]
+    # not the ResNet-18 part: batch-256 steps take seconds each on a CPU (its plumbing is the
+    # same `bench run` phase; its command and goal: the tests below)
+    command += ["--parts", "probes,text,mnist"]
     command += ["--out", str(tmp_path), "--copy-to", str(tmp_path / "copy")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
