@@ -561,7 +561,8 @@ class JaxBackend(BackendBase):
             self.opt_state = jax.device_put(
                 with_learning_rate(self.opt_state, learning_rate), self.device
             )
-        if x_train is not None:
+        if x_train is not None:  # the old copy freed first: never two on the device at once
+            self.x_train.delete()
             self.x_train = jax.device_put(x_train, self.device)
         self.permutation = jax.device_put(permutation.astype(np.int32), self.device)
 

@@ -657,7 +657,7 @@ class KerasBackend(BackendBase):
 
     def read_weights(self) -> Weights:
         return {
-            key: np.asarray(ops.convert_to_numpy(variable), dtype=np.float32)
+            key: np.array(ops.convert_to_numpy(variable), dtype=np.float32)  # a copy, never a view
             for key, variable in canonical_variables(self.task.layers, self.keras_layers)
         }
 

@@ -143,7 +143,9 @@ class JaxSupport:
         return self.resident(array)
 
     def replace(self, resident, array: np.ndarray):
-        """A new array of the same shape: the jitted gather takes it as an argument."""
+        """A new array of the same shape (the jitted gather takes it as an argument), the old
+        one freed first: never two copies on the device at once."""
+        resident.delete()
         return self.resident(array)
 
     def gather(self, batch: int):
@@ -224,12 +226,14 @@ class TorchSupport:
         return ops.convert_to_tensor(array)  # on Keras' device, one copy
 
     def replaceable(self, array: np.ndarray):
-        return self.resident(array)
+        """Storage of its own (on cpu convert_to_tensor would share the dataset's array,
+        which `replace` then overwrote)."""
+        return self.resident(np.array(array, copy=True))
 
     def replace(self, resident, array: np.ndarray):
-        """A new tensor: each fit's batches gather from the split it starts with (on cpu
-        convert_to_tensor may share the array's memory; each epoch's array is its own)."""
-        return self.resident(array)
+        """Copied into the split's own storage: never two copies on the device at once."""
+        resident.copy_(self.torch.from_numpy(array))
+        return resident
 
     def window_loss(self, model) -> float:
         """The last step's loss as a float, with every queued kernel finished on cuda."""

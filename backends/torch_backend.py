@@ -65,8 +65,12 @@ def configure_torch(device: str, precision: str, threads: int) -> None:
 def torch_adam(
     spec: Adam, params: list, cuda: bool, lr: float | torch.Tensor
 ) -> torch.optim.Optimizer:
-    # on cuda one kernel for every mode; state and step on the device
+    # on cuda one kernel for every mode; state and step on the device. On cpu the foreach
+    # kernel takes no tensor lr (torch: "not supported for capturable=False and foreach=True"),
+    # so a scheduled task's Adam runs the single-tensor loop there (the same arithmetic).
     implementation = {"fused": True, "capturable": True} if cuda else {"foreach": True}
+    if not cuda and torch.is_tensor(lr):
+        implementation = {"foreach": False}
     return torch.optim.Adam(
         params,
         lr=lr,
@@ -219,7 +223,11 @@ class TorchBackend(BackendBase):
                 tensor.copy_(torch.from_numpy(state[name]))
 
     def get_weights(self) -> Weights:
-        state = {k: v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        # copies (on cpu .cpu() would return the parameters' own memory: a caller's "before"
+        # would move with the training)
+        state = {
+            k: v.detach().to("cpu", copy=True).numpy() for k, v in self.model.state_dict().items()
+        }
         return from_torch_layout(self.task, state)
 
     def forward_loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

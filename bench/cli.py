@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +230,12 @@ def command_list(args: argparse.Namespace) -> int:
             f"{task.name:<20} {task.dataset:<14} {task.param_count:>10,} {task.batch_size:>5} "
             f"{task.epochs:>6} {target:>6}  {task.description}"
         )
+    print("\ntargets and where they come from (optimizer; schedule and augmentation if any):")
+    for task in TASKS.values():
+        recipe = [repr(task.optimizer)]
+        recipe += [repr(part) for part in (task.schedule, task.augmentation) if part is not None]
+        text = f"{task.name}: {task.target_source}. Recipe: {', '.join(recipe)}"
+        print(textwrap.fill(text, width=100, initial_indent="  ", subsequent_indent="    "))
     print("\nbackends:", ", ".join(BACKENDS))
     print("suites:  ", "; ".join(f"{name}: {suite.description}" for name, suite in SUITES.items()))
     return 0

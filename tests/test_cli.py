@@ -63,6 +63,9 @@ def test_list_prints_every_task():
     for name in ("mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn", "sst2_lstm", "imdb_lstm"):
         assert name in result.stdout
     assert "347,146" in result.stdout
+    sources = result.stdout.split("targets and where they come from")[1]
+    assert "kuangliu/pytorch-cifar" in sources and "CosineEpochs(epochs=200)" in sources
+    assert "AlgoPerf" in " ".join(sources.split())  # mnist_mlp's, however it wraps
 
 
 def test_tiny_matrix_writes_rows_windows_history_and_table(tmp_path):

@@ -193,3 +193,24 @@ def test_the_torch_backend_with_the_recipe_is_a_plain_torch_loop_with_its_schedu
     got = backend.get_weights()
     for key in trained:
         np.testing.assert_allclose(got[key], trained[key], rtol=1e-4, atol=1e-6)
+
+
+def test_a_scheduled_adam_task_takes_its_rate_on_torch():
+    """Adam with a schedule: torch's cpu foreach Adam refuses a tensor lr, so the backend runs
+    the single-tensor loop there; the rate set at the epoch's start is the one the step uses."""
+    torch = pytest.importorskip("torch")
+    from backends.torch_backend import TorchBackend
+
+    task = dataclasses.replace(TASKS["mnist_cnn"], schedule=CosineEpochs(epochs=2))
+    backend = TorchBackend(RunConfig(task="mnist_cnn", backend="torch", threads=THREADS), task)
+    backend.setup(initial_weights(task.layers, task.input_shape, 0), tiny_dataset(task))
+    rate = epoch_learning_rate(task, 1)
+    assert rate == pytest.approx(0.0005)
+    backend.begin_epoch(epoch_permutation(0, 1, 256), learning_rate=rate)
+    (group,) = backend.optimizer.param_groups
+    assert torch.is_tensor(group["lr"]) and float(group["lr"]) == pytest.approx(rate)
+    assert not group["foreach"]
+    before = backend.get_weights()["4_dense/bias"]
+    backend.run_steps(0, 1)
+    moved = np.abs(backend.get_weights()["4_dense/bias"] - before).max()
+    assert 0 < moved <= 1.01 * rate  # Adam's first step moves each parameter by about its rate
