@@ -85,12 +85,15 @@ class Plan:
 # (2026-12, one-step windows, rounded): what sizes each cell's windows (window_steps) and the
 # estimate printed before a run. Keras' torch `default` is its eager mode.
 STEP_MS = {
+    # MNIST: the bare medians of this check's own interleaved run, 2 threads, no other load
+    # (2026-12-02, results/cpu/2026-12-02-overhead-mnist-*); the loaded one-step guesses before
+    # (keras-torch 500 ms against 15 measured) gave its cells windows of 1-2 steps, 15-30 ms
     "mnist_cnn": {
-        "torch": {"eager": 150, "compiled": 60},
-        "jax": {"eager": 190, "compiled": 70, "fused": 100},
-        "keras-tensorflow": {"eager": 70, "compiled": 40, "fused": 10, "default": 9},
-        "keras-jax": {"eager": 70, "compiled": 70, "fused": 80, "default": 60},
-        "keras-torch": {"eager": 500, "compiled": 300},
+        "torch": {"eager": 10, "compiled": 14},
+        "jax": {"eager": 93, "compiled": 29, "fused": 20},
+        "keras-tensorflow": {"eager": 33, "compiled": 13, "fused": 4, "default": 6},
+        "keras-jax": {"eager": 33, "compiled": 25, "fused": 26, "default": 25},
+        "keras-torch": {"eager": 15, "compiled": 15},
     },
     "cifar10_cnn": {
         "torch": {"eager": 700, "compiled": 160},
