@@ -54,15 +54,11 @@ def crop_flip(x: np.ndarray, spec: CropFlip, seed: int, epoch: int) -> np.ndarra
     # A flipped crop is the crop of the mirrored image at the mirrored offset: out[r, c] =
     # x[r + dy, W - 1 - c + dx] = mirrored[r + dy, c - dx]. So each (dy, dx, flip) group is one
     # gather of its samples, mirrored or not, and one slice assignment.
-    dys, dxs = tops - pad, np.where(flips, pad - lefts, lefts - pad)
-    key = (dys + pad) * span * 2 + (dxs + pad) * 2 + flips
-    order = np.argsort(key, kind="stable")
-    keys, starts = np.unique(key[order], return_index=True)
+    draws = np.stack([tops - pad, np.where(flips, pad - lefts, lefts - pad), flips], axis=1)
+    groups, which = np.unique(draws, axis=0, return_inverse=True)  # each (dy, dx, flip) drawn
     out = np.zeros_like(x)
-    for value, group in zip(keys.tolist(), np.split(order, starts[1:])):
-        dy, rest = divmod(value, span * 2)
-        dx, flip = divmod(rest, 2)
-        dy, dx = dy - pad, dx - pad
+    for index, (dy, dx, flip) in enumerate(groups.tolist()):
+        group = np.flatnonzero(which.ravel() == index)
         source = x[:, :, ::-1] if flip else x
         # out[r, c] = source[r + dy, c + dx] where that lies inside the image, else 0
         rows_out = slice(max(0, -dy), height - max(0, dy))

@@ -1032,15 +1032,16 @@ def matrix_command(
     }
     if cells[0].batch_size:
         options["--batch-size"] = str(cells[0].batch_size)
-    if task == RESNET_TASK:  # CIFAR-10 is never staged: its synthetic twin, shorter windows
+    if task == RESNET_TASK:  # CIFAR-10 is never staged: its synthetic twin
         options["--data"] = "synthetic"
-        options["--test-limit"] = "2048"
-        options["--window-steps"] = str(min(RESNET_WINDOW, window_steps_for(steps)))
     elif data_dir:
         options["--data-dir"] = data_dir
-    if steps < FULL_STEPS and task != RESNET_TASK:  # a shortened (test) run: shorter evaluation
+    if steps < FULL_STEPS or task == RESNET_TASK:  # a shortened run: shorter evaluation, windows
+        window = window_steps_for(steps)
         options["--test-limit"] = "2048"
-        options["--window-steps"] = str(window_steps_for(steps))
+        options["--window-steps"] = str(
+            min(RESNET_WINDOW, window) if task == RESNET_TASK else window
+        )
     missing = [flag for flag in options if flag not in flags]
     if missing:
         raise RuntimeError(f"bench run has no {', '.join(missing)} (bench/cli.py changed?)")

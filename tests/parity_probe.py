@@ -8,10 +8,11 @@ named. The heavy and IMDB tasks run at batch PROBE_BATCH (SMALL_BATCH_TASKS).
 Started in a fresh process with the worker's environment (a Keras backend is fixed per
 process), it saves per task: the trainable parameter count, the logits of a fixed batch from the
 canonical initial weights, the losses of five optimizer steps on the harness's batches (in a
-fused mode, one window of five steps and its last loss), for a task with a learning-rate
-schedule or augmentation (after the rest) the losses of two more epochs begun with their
-rates and images and the parameters after them, and after the five steps: the trained parameters and the BatchNorm state (each flattened into one
-vector, in canonical order) and the evaluation-mode logits of the fixed batch.
+fused mode, one window of five steps and its last loss), and after those steps: the trained
+parameters and the BatchNorm state (each flattened into one vector, in canonical order) and
+the evaluation-mode logits of the fixed batch; then, for a task with a learning-rate schedule
+or augmentation, the losses of two more epochs begun with their rates and images and the
+parameters after them.
 """
 
 from __future__ import annotations
@@ -97,16 +98,19 @@ def record(backend, name: str, task, data) -> dict[str, np.ndarray]:
     results[f"{name}/losses"] = np.array(losses)
     trained = backend.get_weights()
     for kind, shapes in (("params", param_shapes), ("state", state_shapes)):
-        keys = shapes(task.layers, task.input_shape)
-        values = [trained[key].ravel() for key in keys]
-        results[f"{name}/trained_{kind}"] = np.concatenate(values) if values else np.zeros(0)
+        results[f"{name}/trained_{kind}"] = flattened(trained, task, shapes)
     results[f"{name}/eval_logits"] = backend.predict(data.x_test[:PROBE_BATCH])
     if task.schedule is not None or task.augmentation is not None:
         results[f"{name}/recipe_losses"] = recipe_epochs(backend, task, data)
-        trained = backend.get_weights()
-        keys = param_shapes(task.layers, task.input_shape)
-        results[f"{name}/recipe_params"] = np.concatenate([trained[key].ravel() for key in keys])
+        results[f"{name}/recipe_params"] = flattened(backend.get_weights(), task, param_shapes)
     return results
+
+
+def flattened(weights: dict, task, shapes) -> np.ndarray:
+    """The weights `shapes` names (param_shapes or state_shapes), as one vector in canonical
+    order; empty for a model that has none (no BatchNorm, no state)."""
+    values = [weights[key].ravel() for key in shapes(task.layers, task.input_shape)]
+    return np.concatenate(values) if values else np.zeros(0)
 
 
 def recipe_epochs(backend, task, data) -> np.ndarray:

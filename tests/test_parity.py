@@ -10,8 +10,8 @@ parity_probe.SMALL_BATCH_TASKS), from the canonical initial weights:
     trains two more epochs begun with their rates and crops (tests/parity_probe.py's
     recipe_epochs): their losses within 1e-3 relative, the parameters after them within
     RECIPE_PARAMS;
-  - after the five steps, the BatchNorm moving statistics agree to 1e-4 and the evaluation-mode logits
-    (moving statistics, not the batch's) to 1e-4, both relative to the largest value, and the
+  - after the five steps, the BatchNorm moving statistics agree to 1e-4 and the evaluation-mode
+    logits (moving statistics, not the batch's) to 1e-4, both relative to the largest value, and the
     trained parameters to 5e-3 (Adam moves a parameter by up to about its learning rate, 1e-3,
     per step whatever its gradient's size, so one whose gradient is at rounding level moves
     by up to 5e-3 in a direction rounding decides: attention's key bias, whose exact gradient
