@@ -272,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warmup-windows", type=int, default=None, help="windows excluded as warm-up (default 2)"
     )
     run.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: all, or the suite's)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads, and on a cpu run as many cores: fewer than the cores confines the run "
+        "to the idlest that many (default: all, or the suite's)",
     )
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds per run")
     run.add_argument("--out", default="results", help="parent folder of the run directory")

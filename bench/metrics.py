@@ -14,6 +14,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -307,6 +308,39 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_ticks() -> dict[str, list[int]] | None:
+    """/proc/stat's time counters in clock ticks, by line name ("cpu" for the machine, "cpu0",
+    "cpu1", ... per core): user nice system idle iowait irq softirq steal ...; None without
+    /proc/stat (not Linux)."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    fields = (line.split() for line in lines if line.startswith("cpu"))
+    return {name: [int(value) for value in values] for name, *values in fields}
+
+
+def idle_ticks() -> dict[int, int] | None:
+    """Each core's idle ticks so far (/proc/stat's idle and iowait); None without /proc/stat."""
+    ticks = cpu_ticks()
+    if ticks is None:
+        return None
+    return {int(name[3:]): t[3] + t[4] for name, t in ticks.items() if name[3:].isdigit()}
+
+
+def pin_threads(cpus: list[int]) -> int:
+    """Every thread of this process onto `cpus` (threads started later inherit the mask); the
+    number of threads pinned. os.sched_setaffinity(0) would move the calling thread only."""
+    threads = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+            threads += 1
+        except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
+            continue
+    return threads
 
 
 def cpu_count() -> int:

@@ -42,35 +42,21 @@ from pathlib import Path
 
 from bench.cell import base_row, worker_environment
 from bench.config import RunConfig
-from bench.metrics import cpu_count
+from bench.metrics import cpu_count, cpu_ticks, pin_threads
 
 PROTOCOL = 1
-STEAL_COLUMN = 8  # /proc/stat "cpuN user nice system idle iowait irq softirq steal ..."
+STEAL = 7  # the steal column of bench.metrics.cpu_ticks' counters
 
 
 def steal_seconds(cpus: list[int] | None) -> float | None:
     """Seconds of steal time so far on `cpus` (all of the machine when None); None without
     /proc/stat (not Linux)."""
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
+    ticks = cpu_ticks()
+    if ticks is None:
         return None
     names = {"cpu"} if cpus is None else {f"cpu{index}" for index in cpus}
-    ticks = sum(int(line.split()[STEAL_COLUMN]) for line in lines if line.split()[0] in names)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def pin_threads(cpus: list[int]) -> int:
-    """Every thread of this process onto `cpus` (threads started later inherit the mask); the
-    number of threads pinned. os.sched_setaffinity(0) would move the calling thread only."""
-    threads = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-            threads += 1
-        except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
-            continue
-    return threads
+    steal = sum(counters[STEAL] for name, counters in ticks.items() if name in names)
+    return steal / os.sysconf("SC_CLK_TCK")
 
 
 class Server:

@@ -9,6 +9,8 @@ perf_counter. Phases are timed apart: import, data, setup, first dispatch (compi
 windows, steady windows, evaluation. It writes CELL_DIR/result.json (the row),
 windows.csv (every timed window) and history.csv (one line per epoch).
 
+A cpu run given fewer threads than the cores it may use first confines itself to that many
+cores (bench.cell.run_cpus: the thread settings alone leave XLA's and TensorFlow's pools wider).
 Before the framework is imported it records a machine-speed calibration (bench/calibration.py)
 in the row, so that `bench gate` can compare runs made on different machines.
 """
@@ -29,7 +31,7 @@ from pathlib import Path
 from backends import Unsupported, load_backend_class
 from bench import data as datasets
 from bench.calibration import Probe, calibrate
-from bench.cell import base_row, worker_environment
+from bench.cell import base_row, confine, worker_environment
 from bench.config import RunConfig
 from bench.hooks import apply_hooks, test_hooks_in_use
 from bench.init import epoch_permutation, initial_weights
@@ -349,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-fd", type=int, default=None)
     args = parser.parse_args(argv)
     config = RunConfig.from_json(args.config)
+    cpus = confine(config)  # before the thread count is read and before any framework starts
+    if cpus is not None:
+        print(f"worker: confined to CPU {','.join(map(str, cpus))} (threads {config.threads})")
     config = dataclasses.replace(config, threads=config.threads or cpu_count())
     os.environ.update(worker_environment(config, base={}))  # in case it was started by hand
     args.out.mkdir(parents=True, exist_ok=True)

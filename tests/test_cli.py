@@ -1,7 +1,9 @@
 """End to end through the command line: the matrix, the worker, rows, errors and faults."""
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,10 @@ from pathlib import Path
 import pytest
 from reference import THREADS
 
-from bench.metrics import nvml_devices
+from bench.cell import run_cpus
+from bench.cli import installed_backends
+from bench.config import RunConfig
+from bench.metrics import cpu_count, nvml_devices
 from bench.results import COLUMNS, SCHEMA_VERSION, STATUSES, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +32,39 @@ def bench(*args, env=None, timeout=600):
         env=environment,
         timeout=timeout,
     )
+
+
+def test_run_cpus_confines_a_cpu_run_to_its_threads_on_the_idlest_cores():
+    config = RunConfig(task="mnist_cnn", backend="jax", threads=1)
+    assert run_cpus(config, [0, 1], idle={0: 3, 1: 20}) == [1]
+    assert run_cpus(config, [0, 1], idle={0: 20, 1: 3}) == [0]
+    assert run_cpus(config, [0, 1], idle={0: 20, 1: 20}) == [1]  # a tie: the later core
+    assert run_cpus(config, [0, 1], idle={}) == [1]  # no /proc/stat
+    two = dataclasses.replace(config, threads=2)
+    assert run_cpus(two, [3, 0, 2, 1], idle={0: 9, 1: 1, 2: 9, 3: 5}) == [0, 2]
+    assert run_cpus(two, [0, 1], idle={}) is None  # all of them: nothing to confine
+    assert run_cpus(dataclasses.replace(config, threads=None), [0, 1], idle={}) is None
+    assert run_cpus(dataclasses.replace(config, device="cuda"), [0, 1], idle={}) is None
+
+
+@pytest.mark.skipif(cpu_count() < 2, reason="one core: a 1-thread run has nothing to leave out")
+def test_a_one_thread_cpu_run_is_confined_to_one_core(tmp_path):
+    """XLA's CPU pool ignores the thread settings (a 1-thread JAX run used 1.87 cores' CPU time
+    per wall second, measured): the worker confines itself, every thread, to one core."""
+    backends = [b for b in ("jax", "torch") if b in installed_backends()]
+    result = bench(
+        "run", "--tasks", "mnist_cnn", "--backends", ",".join(backends), *TINY,
+        "--threads", "1", "--out", str(tmp_path), "--run-id", "one",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for row in read_rows(tmp_path / "one" / "results.csv"):
+        cell = tmp_path / "one" / "cells" / row["cell_id"]
+        confined = re.search(
+            r"worker: confined to CPU (\d+) \(threads 1\)", (cell / "worker.log").read_text()
+        )
+        assert confined and int(confined[1]) in os.sched_getaffinity(0)
+        for window in read_rows(cell / "windows.csv"):  # CPU time: one core's at most
+            assert float(window["cpu_seconds"]) <= 1.05 * float(window["seconds"]) + 0.005
 
 
 @pytest.mark.parametrize(
