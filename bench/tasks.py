@@ -306,12 +306,13 @@ SST2_TRANSFORMER = TaskSpec(
     layers=transformer_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=0.80,
+    target_accuracy=0.79,
     target_source=(
-        "measured 2026-12-01, torch fp32 CPU (1 thread, one core shared with other work) seed 0, "
-        "a 1-epoch run (results/cpu/2026-12-01-sst2-transformer-torch; with constant-rate Adam "
-        "it is epoch 1 of the 3-epoch run): dev accuracy 0.8234 after epoch 1; target set "
-        "below it, as sst2_lstm's (epochs 2-3 not measured yet)"
+        "measured 2026-12-02/03, every backend in its default mode, fp32 CPU (Intel Xeon VM, 1 "
+        "thread pinned to one core), seeds 0-2, 3 epochs (docs/MEASUREMENTS.md, 'The SST-2 "
+        "transformer'): final dev accuracy 0.7936-0.8188 over the 15 runs (mean 0.8042), best "
+        "0.8050-0.8303, every run past 0.80 in epoch 1; target a point below the lowest final "
+        "accuracy, as the LSTMs' (it was 0.80, from torch's seed 0 after one epoch)"
     ),
     description=f"SST-2 (dev split as test), {TRANSFORMER_DESCRIPTION}, 64 tokens",
 )
