@@ -323,12 +323,12 @@ IMDB_TRANSFORMER = TaskSpec(
     layers=transformer_classifier(),
     batch_size=64,
     epochs=3,
-    target_accuracy=None,
+    target_accuracy=0.84,
     target_source=(
-        "none yet: not measured (2026-12-01); an epoch on the one shared CPU core this was "
-        "built on would take about 15 minutes (390 steps of 3.6x the FLOPs of an SST-2 step, "
-        "which took 0.65 s), beyond that session; measure with `bench run --tasks "
-        "imdb_transformer`"
+        "measured 2026-12-03, torch 2.13 fp32 eager CPU (Intel Xeon VM, 1 thread, one core), "
+        "seed 0, 3 epochs (results/cpu/2026-12-03-imdb-transformer-torch): test accuracy "
+        "0.8665, 0.8640, 0.8558 after epochs 1-3; target a point below the final accuracy, as "
+        "the LSTMs' (one seed only: other seeds and backends not measured yet)"
     ),
     description=f"IMDB reviews, {TRANSFORMER_DESCRIPTION}, last 200 tokens",
 )
