@@ -9,7 +9,7 @@ import time
 
 from backends import framework_environment
 from bench.config import RunConfig
-from bench.metrics import cpu_count, idle_ticks, pin_threads
+from bench.metrics import available_cpus, cpu_count, idle_ticks, pin_threads
 from bench.results import empty_row
 from bench.tasks import get_task
 
@@ -49,12 +49,12 @@ def run_cpus(
     run, whose host threads feed the GPU).
 
     The thread-count settings alone do not hold every framework to `threads`: measured on a
-    2-core VM with threads=1 (the SST-2 transformer, docs/MEASUREMENTS.md), JAX's and Keras-JAX's
-    XLA CPU runtime still used 1.87 cores' CPU time per wall second and TensorFlow's inter-op
-    pool 1.46, against torch's 1.0; confined to the cores, every framework gets the same."""
+    2-core VM with threads=1 (the SST-2 transformer; docs/MEASUREMENTS.md, "One thread, one
+    core"), JAX's XLA CPU runtime still used up to 1.86 cores' CPU time per wall second and
+    Keras-TensorFlow up to 1.48, against torch's 1.0; confined, every framework gets the same."""
     if config.device != "cpu" or not config.threads:
         return None
-    cores = sorted(os.sched_getaffinity(0) if available is None else available)
+    cores = available_cpus() if available is None else sorted(available)
     if config.threads >= len(cores):
         return None
     if idle is None:

@@ -343,9 +343,15 @@ def pin_threads(cpus: list[int]) -> int:
     return threads
 
 
+def available_cpus() -> list[int]:
+    """The cores this process may run on, ascending (its affinity mask, not the machine's
+    total; every core where the platform has no affinity call)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
 def cpu_count() -> int:
     """CPUs this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return len(available_cpus())

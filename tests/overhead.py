@@ -15,8 +15,9 @@ eager and JAX's compiled, already there). In each cell two kinds of process, eac
   B  bare     tests/overhead_bare.py: the same model and optimizer written with the framework's
               own API and nothing of the harness, started with the worker's environment
               (bench.cell.worker_environment, and its own empty compile cache as the runner
-              gives a worker) and on the same cores (bench.cell.run_cpus, where --threads is
-              fewer than the cores), its median over the same windows
+              gives a worker) and, where --threads is fewer than the cores, confined to as
+              many cores, chosen as the worker chooses (bench.cell.run_cpus), its median over
+              the same windows
 Both sides run 3 epochs of 4 windows of W steps (4W steps an epoch; W from the cell's measured
 step time, STEP_MS: windows of about a second, 1 to 25 steps), so both time the same steps:
 the first window holds the compilation, it and two more are warm-up, the median is over the
@@ -355,7 +356,7 @@ def run_bare(cell: Cell, settings: Settings) -> dict:
         seed=seed,
     )
     spec = bare_spec(cell, device, seed, settings.threads)
-    cpus = run_cpus(config)  # the cores the harness's worker confines itself to, if any
+    cpus = run_cpus(config)  # as many cores as the harness's worker confines itself to
     with tempfile.TemporaryDirectory(prefix="overhead-cache-") as cache:
         env = worker_environment(config) | compile_cache_environment(cache)
         env["PYTHONPATH"] = ""  # nothing of the harness on the path: only the framework

@@ -15,6 +15,7 @@ from bench.compare.arms import Arm, arm_names, checkout, compile_bytecode, parse
 from bench.compare.output import CompareResult, markdown_report, summary, text_report, write_files
 from bench.compare.schedule import SCHEDULES, Plan, measure_rows
 from bench.config import DATA_KINDS, MODES, PRECISIONS, RunConfig, UsageError, check_choice
+from bench.metrics import available_cpus
 from bench.tasks import TASKS
 
 
@@ -67,10 +68,6 @@ def row_configs(args: argparse.Namespace, arms: list[Arm]) -> list[tuple[str, Ru
         parts += [] if precision == "fp32" else [precision]
         rows.append((" ".join(parts), config))
     return rows
-
-
-def available_cpus() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
 
 
 def run_comparison(
