@@ -124,12 +124,13 @@ class TorchBackend(BackendBase):
 
     @property
     def mechanism(self) -> str:
-        """What ran: the mode, and on cuda the Adam kernel, cuDNN autotuning and memory format;
-        for an LSTM, its kernel and dtype."""
+        """What ran: the mode (compiled: with the task's optimizer), and on cuda the optimizer's
+        kernel, cuDNN autotuning and memory format; for an LSTM, its kernel and dtype."""
+        optimizer = type(self.task.optimizer).__name__
         parts = [
             {
                 "eager": "eager",
-                "compiled": "torch.compile(inductor, whole train step: forward+backward+Adam)",
+                "compiled": f"torch.compile(inductor, whole train step: forward+backward+{optimizer})",
                 "fused": "CUDA graph of the whole eager train step, 1 launch/step",
             }[self.mode]
         ]

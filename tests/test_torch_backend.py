@@ -87,6 +87,14 @@ def test_unsupported_configurations_say_why():
         create_backend(RunConfig(task="mnist_cnn", backend="torch", mode="fused"))
 
 
+def test_the_compiled_mechanism_names_the_tasks_optimizer():
+    def mechanism(task: str) -> str:
+        return create_backend(RunConfig(task=task, backend="torch", mode="compiled")).mechanism
+
+    assert mechanism("mnist_cnn").endswith("forward+backward+Adam)")
+    assert mechanism("cifar10_resnet18").endswith("forward+backward+SGD)")  # momentum, decay
+
+
 def test_fp32_turns_tf32_off():
     create_backend(RunConfig(task="mnist_cnn", backend="torch"))
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
