@@ -8,6 +8,24 @@ import time
 
 from bench.config import RunConfig
 
+# What a worker is doing before its first timed window ends (its `phase` events), in words: the
+# progress line shows it, and a run killed for time says where it was (bench.runner).
+PHASES = {
+    "loading": "loading (framework import, data, initial weights)",
+    "setup": "setting up (the model, optimizer and data on the device)",
+    "training": "in its first training dispatch (compilation and the first window)",
+}
+
+
+def describe(event: dict | None) -> str:
+    """Where a worker was at its last progress event."""
+    if not event:
+        return "not yet reporting (starting Python and the worker)"
+    if "done" not in event:
+        return PHASES.get(str(event.get("phase")), str(event.get("phase")))
+    where = f"at step {event['done']} of {event.get('total', '?')}"
+    return where + f", epoch {event.get('epoch', '?')}/{event.get('epochs', '?')}"
+
 
 def format_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds or seconds < 0:
@@ -45,20 +63,24 @@ class ProgressLine:
         return (run_eta or 0.0) + remaining * mean
 
     def show(self, index: int, config: RunConfig, event: dict, elapsed: float) -> None:
-        run_eta = self.run_eta(event, elapsed)
+        phase = "done" not in event  # a phase before the first window: no steps to rate yet
+        run_eta = None if phase else self.run_eta(event, elapsed)
         now = time.monotonic()
         if not self.interactive and now - self.last_print < 10:
             return
         self.last_print = now
         done, total = event.get("done", 0), event.get("total", 0)
         accuracy = event.get("accuracy")
-        parts = [
-            f"[{index + 1}/{self.total_runs}] {config.cell_id}",
-            f"epoch {event.get('epoch', '?')}/{event.get('epochs', '?')}",
-            f"step {done}/{total}",
-            f"run ETA {format_duration(run_eta)}",
-            f"matrix ETA {format_duration(self.matrix_eta(index, run_eta))}",
-        ]
+        parts = [f"[{index + 1}/{self.total_runs}] {config.cell_id}"]
+        if phase:
+            parts.append(f"{describe(event)} for {format_duration(elapsed)}")
+        else:
+            parts += [
+                f"epoch {event.get('epoch', '?')}/{event.get('epochs', '?')}",
+                f"step {done}/{total}",
+                f"run ETA {format_duration(run_eta)}",
+            ]
+        parts.append(f"matrix ETA {format_duration(self.matrix_eta(index, run_eta))}")
         if accuracy is not None:
             parts.append(f"test acc {accuracy:.4f}")
         text = "  ".join(parts)

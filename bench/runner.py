@@ -23,7 +23,7 @@ from pathlib import Path
 from backends import compile_cache_environment
 from bench.cell import base_row, worker_environment
 from bench.config import InvalidCell, RunConfig, UsageError
-from bench.progress import ProgressLine
+from bench.progress import ProgressLine, describe
 from bench.results import (
     append_row,
     drop_rows,
@@ -115,15 +115,23 @@ def run_cell(config: RunConfig, cell_dir: Path, on_progress) -> dict:
         )
     os.close(write_end)
     timed_out = False
+    last: list[dict] = []  # the worker's last progress event: where a timeout caught it
+
+    def relay(event: dict, elapsed: float) -> None:
+        last[:] = [event]
+        on_progress(event, elapsed)
+
     try:
-        timed_out = follow(process, read_end, started, config.timeout_s, on_progress)
+        timed_out = follow(process, read_end, started, config.timeout_s, relay)
     except BaseException:
         kill_group(process)
         raise
     finally:
         os.close(read_end)
         compile_cache.cleanup()
-    return collect_row(config, process.returncode, timed_out, result_path, log_path)
+    return collect_row(
+        config, process.returncode, timed_out, result_path, log_path, last[0] if last else None
+    )
 
 
 def follow(process, read_end: int, started: float, timeout_s: float, on_progress) -> bool:
@@ -159,7 +167,12 @@ def follow(process, read_end: int, started: float, timeout_s: float, on_progress
 
 
 def collect_row(
-    config: RunConfig, returncode: int, timed_out: bool, result_path: Path, log_path: Path
+    config: RunConfig,
+    returncode: int,
+    timed_out: bool,
+    result_path: Path,
+    log_path: Path,
+    last_event: dict | None = None,
 ) -> dict:
     if result_path.exists() and not timed_out:
         return json.loads(result_path.read_text())
@@ -168,7 +181,9 @@ def collect_row(
         row = json.loads(result_path.read_text())
     tail = stderr_tail(log_path)
     if timed_out:
-        row.update(status="timeout", error=f"no result within the {config.timeout_s:g} s limit")
+        where = describe(last_event)  # e.g. in its first training dispatch (compilation ...)
+        error = f"no result within the {config.timeout_s:g} s limit; it was {where}"
+        row.update(status="timeout", error=error)
     else:
         row.update(status="failed", error=f"worker {exit_description(returncode)}")
     if tail:

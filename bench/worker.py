@@ -268,9 +268,12 @@ def run(config: RunConfig, out_dir: Path, row: dict, progress: Progress) -> None
     """Fill `row` as the run goes, so a failure keeps what was measured before it."""
     started = time.perf_counter()
     job = Run(config, out_dir, row, progress)
+    progress.send(force=True, phase="loading")  # phases, for a run killed for time to name
     job.load()
+    progress.send(force=True, phase="setup")
     job.setup()
     job.check_schedule()
+    progress.send(force=True, phase="training")  # then an event after each window
     probe = Probe()
     for epoch in range(job.epochs):
         losses = job.train_epoch(epoch, probe)

@@ -1,6 +1,7 @@
 """End to end through the command line: the matrix, the worker, rows, errors and faults."""
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from bench.cell import run_cpus
 from bench.cli import installed_backends
 from bench.config import RunConfig
 from bench.metrics import cpu_count, nvml_devices
+from bench.progress import ProgressLine, describe
 from bench.results import COLUMNS, SCHEMA_VERSION, STATUSES, read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,6 +179,26 @@ def test_a_hanging_worker_is_killed_at_the_timeout(tmp_path):
     assert result.returncode == 1
     (row,) = read_rows(tmp_path / "hang" / "results.csv")
     assert row["status"] == "timeout" and "no result within the 15 s limit" in row["error"]
+    assert "it was setting up" in row["error"]  # the hook hangs at the end of setup
+
+
+def test_a_timeout_says_where_the_worker_was_and_the_line_shows_the_phase():
+    """The worker's phase events (loading, setup, training) and window events, in words: a run
+    killed for time names the last one (JAX's fused ResNet-18 on a CPU never ended its first
+    dispatch in 25 minutes: docs/MEASUREMENTS.md, "ResNet-18 on a CPU")."""
+    assert describe(None).startswith("not yet reporting")
+    assert describe({"phase": "loading"}).startswith("loading (framework import")
+    assert describe({"phase": "training"}).startswith("in its first training dispatch")
+    window = {"epoch": 2, "epochs": 3, "done": 150, "total": 300}
+    assert describe(window) == "at step 150 of 300, epoch 2/3"
+    stream = io.StringIO()
+    line = ProgressLine(2, stream=stream)
+    config = RunConfig(task="mnist_cnn", backend="torch")
+    line.show(0, config, {"phase": "training"}, 65.0)
+    assert "in its first training dispatch (compilation and the first window) for 1m05s" in (
+        stream.getvalue()
+    )
+    assert line.run_start is None  # the step rate starts at the first window, past the compile
 
 
 def test_unsupported_mode_is_a_skipped_row(tmp_path):
