@@ -126,11 +126,11 @@ class TorchBackend(BackendBase):
     def mechanism(self) -> str:
         """What ran: the mode (compiled: with the task's optimizer), and on cuda the optimizer's
         kernel, cuDNN autotuning and memory format; for an LSTM, its kernel and dtype."""
-        optimizer = type(self.task.optimizer).__name__
+        step = f"forward+backward+{type(self.task.optimizer).__name__}"
         parts = [
             {
                 "eager": "eager",
-                "compiled": f"torch.compile(inductor, whole train step: forward+backward+{optimizer})",
+                "compiled": f"torch.compile(inductor, whole train step: {step})",
                 "fused": "CUDA graph of the whole eager train step, 1 launch/step",
             }[self.mode]
         ]

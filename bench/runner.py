@@ -115,10 +115,11 @@ def run_cell(config: RunConfig, cell_dir: Path, on_progress) -> dict:
         )
     os.close(write_end)
     timed_out = False
-    last: list[dict] = []  # the worker's last progress event: where a timeout caught it
+    last_event: dict | None = None  # the worker's last progress event: where a timeout caught it
 
     def relay(event: dict, elapsed: float) -> None:
-        last[:] = [event]
+        nonlocal last_event
+        last_event = event
         on_progress(event, elapsed)
 
     try:
@@ -129,9 +130,7 @@ def run_cell(config: RunConfig, cell_dir: Path, on_progress) -> dict:
     finally:
         os.close(read_end)
         compile_cache.cleanup()
-    return collect_row(
-        config, process.returncode, timed_out, result_path, log_path, last[0] if last else None
-    )
+    return collect_row(config, process.returncode, timed_out, result_path, log_path, last_event)
 
 
 def follow(process, read_end: int, started: float, timeout_s: float, on_progress) -> bool:
