@@ -32,7 +32,10 @@ import numpy as np
 from bench.compare.schedule import RowRecord
 
 ALPHA = 0.05
-FLOOR = 0.02  # a row's smallest slowdown that fails (see docs/MEASUREMENTS.md, A/A spread)
+# A row's smallest slowdown that fails: above 90% of the A/A rows' deviations measured on CI's
+# machine class (45 rows: median 1.4%, 90th percentile 3.9%, 95th 4.5%) and above the 2.9% that
+# one CI run called slower for unchanged code (docs/MEASUREMENTS.md, "The gate's floor").
+FLOOR = 0.04
 SUITE_FLOOR = 0.01
 CONFIDENCE = 0.95
 METRICS = ("wall", "cpu")
