@@ -30,9 +30,9 @@ def records(folder: Path) -> tuple[list[RowRecord], int]:
     return rows, arms
 
 
-def verdicts(folder: Path, floor: float, suite_floor: float) -> dict:
+def verdicts(folder: Path, floor: float, suite_floor: float, metric: str = "wall") -> dict:
     rows, arms = records(folder)
-    comparisons = [c for record in rows for c in analysis.compare_row(record, arms, "wall")]
+    comparisons = [c for record in rows for c in analysis.compare_row(record, arms, metric)]
     analysis.judge(comparisons, analysis.ALPHA, floor)
     suites = [analysis.suite(comparisons, arm, suite_floor) for arm in range(1, arms)]
     slower = [c for c in comparisons if c.verdict == "slower"]
@@ -53,11 +53,12 @@ def main() -> None:
     parser.add_argument("--floors", default="0.02,0.03,0.04,0.05")
     parser.add_argument("--suite-floor", type=float, default=analysis.SUITE_FLOOR)
     parser.add_argument("--rows", action="store_true", help="also print every row")
+    parser.add_argument("--metric", default="wall", choices=analysis.METRICS)
     args = parser.parse_args()
     floors = [float(f) for f in args.floors.split(",")]
     print("folder | " + " | ".join(f"floor {f:g}" for f in floors) + " | suite")
     for folder in args.folders:
-        results = [verdicts(folder, floor, args.suite_floor) for floor in floors]
+        results = [verdicts(folder, floor, args.suite_floor, args.metric) for floor in floors]
         cells = [("FAIL " + ", ".join(r["slower"]) if r["failed"] else "pass") for r in results]
         print(f"{folder} | " + " | ".join(cells) + " | " + "; ".join(results[0]["suite"]))
         if args.rows:
