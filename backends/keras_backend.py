@@ -212,13 +212,28 @@ def spec_adam(learning_rate: float, beta_1: float, beta_2: float, epsilon: float
     base = type(keras.optimizers.Adam())
 
     class SpecAdam(base):
+        def _backend_update_step(self, grads, trainable_variables, learning_rate):
+            # The step's epsilon once, not once per variable: each access is five ops, which
+            # run one by one in eager mode (keras-tensorflow's eager CIFAR CNN stepped x1.07 of
+            # a bare loop with Keras' own Adam, docs/MEASUREMENTS.md). Set past Keras' attribute
+            # tracking: it is a tensor of this step only.
+            object.__setattr__(self, "step_epsilon", self.epsilon_at_step())
+            try:
+                super()._backend_update_step(grads, trainable_variables, learning_rate)
+            finally:
+                object.__setattr__(self, "step_epsilon", None)
+
         def update_step(self, gradient, variable, learning_rate):
             super().update_step(dense_gradient(gradient), variable, learning_rate)
 
-        @property
-        def epsilon(self):
+        def epsilon_at_step(self):
             step = ops.cast(self.iterations + 1, "float32")
             return self.spec_epsilon * ops.sqrt(1.0 - ops.power(self.beta_2, step))
+
+        @property
+        def epsilon(self):
+            cached = getattr(self, "step_epsilon", None)
+            return self.epsilon_at_step() if cached is None else cached
 
         @epsilon.setter
         def epsilon(self, value: float) -> None:

@@ -123,6 +123,28 @@ def probe_bf16(backend_name: str) -> dict:
     }
 
 
+ADAM = {"learning_rate": 0.1, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 0.1}
+ADAM_START = [1.0, -2.0, 3.0]
+ADAM_GRADIENTS = [[0.5, -1.0, 0.01], [0.2, 0.3, -0.02], [-0.4, 0.1, 0.03]]
+
+
+def probe_adam() -> dict:
+    """The spec's Adam (spec_adam) on one variable for three steps, with an epsilon large enough
+    that where it sits shows (Keras' own Adam puts it before the bias correction)."""
+    import keras
+
+    from backends.keras_backend import spec_adam
+
+    optimizer = spec_adam(**ADAM)
+    variable = keras.Variable(np.array(ADAM_START, np.float32))
+    for gradient in ADAM_GRADIENTS:
+        optimizer.apply([keras.ops.convert_to_tensor(np.array(gradient, np.float32))], [variable])
+    return {
+        "values": np.asarray(keras.ops.convert_to_numpy(variable), np.float64).tolist(),
+        "step_epsilon_left": getattr(optimizer, "step_epsilon", None) is not None,
+    }
+
+
 def probe(backend_name: str) -> dict:
     backend_class = load_backend_class(backend_name)
     tasks = {"mnist_cnn": probe_task(backend_name, "mnist_cnn")}  # per task: the contract test
@@ -132,6 +154,7 @@ def probe(backend_name: str) -> dict:
         "modes": {mode: probe_mode(backend_name, mode) for mode in MODES},
         "tasks": tasks,
         "bf16": probe_bf16(backend_name),
+        "adam": probe_adam(),
         "tensorflow_loaded": "tensorflow" in sys.modules,
     }
 
@@ -221,3 +244,18 @@ def test_only_keras_tensorflow_loads_tensorflow(probed):
     put its runtime into the keras-torch and keras-jax processes: it must stay out."""
     backend, result = probed
     assert result["tensorflow_loaded"] == (backend == "keras-tensorflow")
+
+
+def test_spec_adam_puts_epsilon_after_the_bias_correction(probed):
+    """lr * m_hat / (sqrt(v_hat) + eps), the spec's Adam, computed once a step (the step's
+    epsilon is cached for its variables, then dropped)."""
+    _, results = probed
+    learning_rate, beta_1, beta_2, epsilon = ADAM.values()
+    values, m, v = np.array(ADAM_START), 0.0, 0.0
+    for step, gradient in enumerate(np.array(ADAM_GRADIENTS), start=1):
+        m = beta_1 * m + (1 - beta_1) * gradient
+        v = beta_2 * v + (1 - beta_2) * gradient**2
+        m_hat, v_hat = m / (1 - beta_1**step), v / (1 - beta_2**step)
+        values = values - learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
+    np.testing.assert_allclose(results["adam"]["values"], values, rtol=1e-5)
+    assert not results["adam"]["step_epsilon_left"]
