@@ -25,7 +25,7 @@ ARMS = {"old": "/work/old", "new": "/work/gf"}
 CELLS = ["--tasks", "mnist_cnn", "--backends", "torch,keras-torch"]
 
 
-def run(arm: str, name: str, out: Path) -> pd.DataFrame:
+def run(arm: str, name: str, out: Path) -> pd.Series:
     command = ["taskset", "-c", "1", sys.executable, "-m", "bench", "run", "--suite", "quick"]
     command += [*CELLS, "--out", str(out), "--run-id", name]
     env = dict(os.environ, PYTHONPATH=ARMS[arm])

@@ -3,8 +3,8 @@
 Every comparison folder given holds the windows.csv that `bench gate --ab` / `bench compare`
 wrote; this reruns bench.compare.analysis on them (the same pair medians, t-tests, Holm
 adjustment and suite bootstrap) with each floor in --floors, and prints one line per folder:
-its kind (the folder's name up to its last '-<n>'), and for each floor whether the gate would
-have failed (any row `slower`, or the suite `slower`) and which rows were `slower`.
+the folder, for each floor whether the gate would have failed (any row `slower`, or the suite
+`slower`) and which rows were `slower`, and the suite's ratio at the first floor.
 
     python results/cpu/2026-12-04-gate-floor/refloor.py --floors 0.02,0.03,0.04 DIR [DIR ...]
 """
