@@ -115,12 +115,14 @@ STEP_MS = {
         "keras-jax": {"eager": 1560, "compiled": 150, "fused": 160, "default": 160},
         "keras-torch": {"eager": 1300, "compiled": 1580},
     },
+    # IMDB LSTM: one short `bench run` per cell, synthetic, 1 thread on one core (2026-12-04,
+    # Intel Xeon VM, 8 steps in 2-step windows); the loaded guesses before were 2-20x too high
     "imdb_lstm": {
-        "torch": {"eager": 830, "compiled": 320},
-        "jax": {"eager": 47600, "compiled": 800, "fused": 1000},
-        "keras-tensorflow": {"eager": 2900, "compiled": 750, "fused": 660, "default": 470},
-        "keras-jax": {"eager": 2400, "compiled": 510, "fused": 610, "default": 640},
-        "keras-torch": {"eager": 17300, "compiled": 12400},
+        "torch": {"eager": 117, "compiled": 115},
+        "jax": {"eager": 1210, "compiled": 129, "fused": 121},
+        "keras-tensorflow": {"eager": 583, "compiled": 144, "fused": 138, "default": 143},
+        "keras-jax": {"eager": 891, "compiled": 150, "fused": 176, "default": 163},
+        "keras-torch": {"eager": 820, "compiled": 369},
     },
 }
 # Seconds a process takes besides its steps (start, imports, data, compilation; the harness's
